@@ -1,0 +1,1 @@
+"""PyTorch reference models of vp: the ground truth every engine is checked against."""

@@ -1,0 +1,1 @@
+"""Lean runtime of vp: never imports torch."""
