@@ -1,0 +1,233 @@
+"""The torch reference generation loop: the oracle the runtime is compared with.
+
+generate(models, task=..., prompt=..., seed=...) runs one sample of any task:
+text encoding, the sequence layout (vp.runtime.vocab), LLM prefill and decode
+with a KV cache, classifier-free guidance, sampling (vp.runtime.sampling, the
+same numpy code the runtime draws with), optional super-resolution
+(vp.runtime.masked_decoding), and decoding to frames and waveform.
+
+Media inputs are arrays: image [H, W, 3] uint8, video [T, H, W, 3] uint8
+(T = 1 + 4k frames), audio [N] float in [-1, 1] at the preset's sample rate,
+mask [H, W] or [T, H, W] bool (True = the pixels to fill, for inpaint/outpaint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vp.models.checkpoint import Models
+from vp.models.prefix_lm import KVCache
+from vp.runtime.masked_decoding import guided_logits, masked_decode
+from vp.runtime.sampling import SamplingConfig, cfg_mix, make_rng, sample
+from vp.runtime.vocab import SequenceBuilder, SequenceLayout, Task
+
+
+@dataclass
+class GenerationResult:
+    """tokens: [output_len] int64, the whole output block (forced ids included).
+    frames: [T, H, W, 3] uint8 (empty [0, H, W, 3] for video-to-audio).
+    audio: [N] float32 in [-1, 1] (empty when the task generates no audio).
+    """
+
+    layout: SequenceLayout
+    tokens: np.ndarray
+    frames: np.ndarray
+    audio: np.ndarray
+    sample_rate: int
+
+
+def generate(
+    models: Models,
+    *,
+    task: Task | str = Task.TEXT_TO_VIDEO,
+    prompt: str = "",
+    image: np.ndarray | None = None,
+    video: np.ndarray | None = None,
+    audio: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    seed: int = 0,
+    with_audio: bool | None = None,
+    portrait: bool = False,
+    sr: bool = False,
+    sampling: SamplingConfig | None = None,
+    on_token: Callable[[int, int], None] | None = None,
+    **sampling_overrides,
+) -> GenerationResult:
+    """One sample of `task`. Sampling defaults come from the preset; keyword
+    overrides (temperature=0 for greedy, top_k, top_p, cfg_scale) replace them.
+    with_audio defaults to True for text-to-video and unconditional generation.
+    on_token(done, total) is called after each output token (progress bars).
+    """
+    task = Task(task)
+    preset = models.preset
+    sampling = dataclasses.replace(sampling or preset.sampling, **sampling_overrides)
+    if with_audio is None:
+        with_audio = task in {Task.TEXT_TO_VIDEO, Task.UNCONDITIONAL}
+    if sr:
+        _check_superres(preset, task, portrait)
+    rng = make_rng(seed)
+    text = models.text_encoder.encode([prompt]) if prompt and _uses_text(task) else None
+    text_len = 0 if text is None else int(text.mask.sum())
+    video_codes, audio_codes = _conditioning(models, task, image, video, audio, mask)
+    builder = SequenceBuilder(preset.vocab, preset.geometry)
+    inputs = dict(video=video_codes, audio=audio_codes, with_audio=with_audio, portrait=portrait)
+    layout = builder.build(task, text_len=text_len, **inputs)
+    branches = [(layout, text)]
+    if sampling.guided and text_len:
+        branches.append((builder.build(task, text_len=0, **inputs), None))
+    tokens = _decode(models, branches, sampling, rng, on_token)
+    vcodes, acodes = layout.split_output(tokens, preset.vocab)
+    if sr:
+        vcodes = _super_resolve(models, vcodes, text, rng)
+    return GenerationResult(
+        layout=layout,
+        tokens=tokens,
+        frames=_frames(models, vcodes),
+        audio=_waveform(models, acodes),
+        sample_rate=preset.audio_tokenizer.sample_rate,
+    )
+
+
+def _check_superres(preset, task: Task, portrait: bool) -> None:
+    if not preset.superres:
+        raise ValueError(f"preset {preset.name} has no super-resolution stage")
+    grid = preset.geometry.portrait_grid if portrait else preset.geometry.video_grid
+    if task in {Task.TEXT_TO_IMAGE, Task.VIDEO_TO_AUDIO} or grid != preset.superres[0].low_res_grid:
+        raise ValueError(f"super-resolution works on whole clips of latent grid {preset.superres[0].low_res_grid}")
+
+
+def _uses_text(task: Task) -> bool:
+    return task not in {Task.UNCONDITIONAL, Task.VIDEO_TO_AUDIO}
+
+
+@torch.no_grad()
+def _decode(models: Models, branches, sampling: SamplingConfig, rng: np.random.Generator,
+            on_token: Callable[[int, int], None] | None) -> np.ndarray:
+    """Prefill each branch (conditional, then unconditional for CFG), then walk the
+    output plan: forced ids are fed, sampled ids are drawn from the CFG-mixed
+    logits of the last position. Runs of forced ids are fed in one forward.
+    """
+    llm = models.llm
+    layout = branches[0][0]
+    caches, logits = [], []
+    for branch, text in branches:
+        cache = KVCache(llm.config, 1, branch.total_len)
+        ids = torch.from_numpy(branch.prefix)[None]
+        prefix_lens = torch.tensor([branch.prefix_len])
+        embeds = embed_mask = None
+        if text is not None:
+            embeds = torch.zeros(1, branch.prefix_len, llm.config.d_model)
+            embeds[0, branch.text_start:branch.text_start + branch.text_len] = text.embeddings[0, :branch.text_len]
+            embed_mask = torch.from_numpy(branch.text_mask())[None]
+        logits.append(llm(ids, prefix_lens, embeds, embed_mask, cache=cache)[0, -1].numpy())
+        caches.append((cache, prefix_lens))
+    out: list[int] = []
+    pending: list[int] = []
+    positions = layout.positions()
+    for forced, low, high in positions:
+        if forced < 0:
+            if pending:
+                logits = _feed(llm, caches, pending)
+                pending = []
+            mixed = cfg_mix(logits[0][None], logits[-1][None], sampling.cfg_scale if len(logits) > 1 else 1.0)
+            forced = int(sample(mixed, low=low, high=high, config=sampling, rng=rng)[0])
+        out.append(forced)
+        pending.append(forced)
+        if on_token is not None:
+            on_token(len(out), len(positions))
+    return np.array(out, np.int64)
+
+
+def _feed(llm, caches, ids: list[int]) -> list[np.ndarray]:
+    """Append `ids` to every branch's cache; the logits after the last one, per branch."""
+    x = torch.tensor([ids])
+    return [llm(x, prefix_lens, cache=cache)[0, -1].numpy() for cache, prefix_lens in caches]
+
+
+def _to_video(frames: np.ndarray) -> torch.Tensor:
+    """[T, H, W, 3] uint8 -> [1, 3, T, H, W] float in [-1, 1]."""
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"video: expected [T, H, W, 3] uint8, got {frames.dtype} {frames.shape}")
+    return torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+
+
+@torch.no_grad()
+def _conditioning(models: Models, task: Task, image, video, audio, mask):
+    """Encode the task's media inputs to (video codes [t, h, w], audio codes [frames, levels])."""
+    preset = models.preset
+    if task is Task.IMAGE_TO_VIDEO:
+        if image is None:
+            raise ValueError("task i2v needs an image [H, W, 3] uint8")
+        video = np.asarray(image)[None]
+    if task is Task.LONG_VIDEO and video is not None:
+        video = np.asarray(video)[-(preset.clip.fps + 1):]  # the last second: 9 frames = 3 latent frames
+    if task in {Task.INPAINT, Task.OUTPAINT}:
+        if video is None or mask is None:
+            raise ValueError(f"task {task.value} needs a video and a mask (True = pixels to fill)")
+        mask = np.asarray(mask, bool)
+        video = np.where(np.broadcast_to(mask[..., None], np.shape(video)), np.uint8(128), video)
+    video_codes = audio_codes = None
+    if video is not None:
+        video_codes = models.video_tokenizer.encode(_to_video(video))[0].numpy()
+    if audio is not None:
+        wave = np.asarray(audio)
+        if wave.ndim != 1 or not np.issubdtype(wave.dtype, np.floating):
+            raise ValueError(f"audio: expected [N] float samples, got {wave.dtype} {wave.shape}")
+        if task is Task.AUDIO_VIDEO_CONTINUATION and video is not None:
+            # the audio that goes with the given frames
+            seconds = np.shape(video)[0] / preset.clip.fps
+            wave = wave[:round(seconds * preset.audio_tokenizer.sample_rate)]
+        elif task is Task.AUDIO_TO_VIDEO:
+            wave = wave[:preset.audio_samples]
+        audio_codes = models.audio_tokenizer.encode(torch.from_numpy(wave.astype(np.float32))[None])[0].numpy()
+    return video_codes, audio_codes
+
+
+@torch.no_grad()
+def _super_resolve(models: Models, codes: np.ndarray, text, rng: np.random.Generator) -> np.ndarray:
+    """Low-res codes [t, h, w] -> codes [t, 2^s h, 2^s w] through every SR stage."""
+    width = models.preset.llm.d_model
+    if text is None:
+        embeds, tmask = torch.zeros(1, 1, width), torch.zeros(1, 1, dtype=torch.bool)
+    else:
+        embeds, tmask = text.embeddings, text.mask
+    for stage in models.superres:
+        cfg = stage.config
+        low = torch.from_numpy(codes.reshape(1, -1))
+        null_low = torch.full_like(low, 2**cfg.codebook_bits)
+        no_text = torch.zeros_like(tmask)
+
+        def logits_fn(tokens: np.ndarray, stage=stage, low=low, null_low=null_low) -> np.ndarray:
+            t = torch.from_numpy(tokens)
+            full = stage(t, low, embeds, tmask).numpy()
+            nt = stage(t, low, embeds, no_text).numpy() if cfg.cfg_text != 1.0 else None
+            nl = stage(t, null_low, embeds, tmask).numpy() if cfg.cfg_lowres != 1.0 else None
+            return guided_logits(full, nt, nl, cfg_text=cfg.cfg_text, cfg_lowres=cfg.cfg_lowres)
+
+        sub = masked_decode(logits_fn, num_tokens=int(np.prod(cfg.high_res_grid)), factors=cfg.factors,
+                            classes=2 ** (cfg.codebook_bits // cfg.factors), steps=cfg.steps, rng=rng)
+        codes = sub.reshape(cfg.high_res_grid)
+    return codes
+
+
+@torch.no_grad()
+def _frames(models: Models, codes: np.ndarray | None) -> np.ndarray:
+    if codes is None:
+        c = models.preset.clip
+        return np.zeros((0, c.height, c.width, 3), np.uint8)
+    video = models.video_tokenizer.decode(torch.from_numpy(codes)[None])[0]  # (3, T, H, W)
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+
+
+@torch.no_grad()
+def _waveform(models: Models, codes: np.ndarray | None) -> np.ndarray:
+    if codes is None:
+        return np.zeros(0, np.float32)
+    wave = models.audio_tokenizer.decode(torch.from_numpy(codes)[None], num_samples=models.preset.audio_samples)
+    return wave[0].numpy().astype(np.float32)
