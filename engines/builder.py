@@ -1,0 +1,163 @@
+"""ONNX -> TensorRT engine, through `tensorrt` or `tensorrt_rtx` (same API).
+
+`EngineFromOnnx(onnx_path, contract, flavour=..., ...).build(engine_path)`
+parses the graph, makes one optimization profile per contract profile, reuses
+and updates a timing cache, and writes the serialized engine. Both flavours
+are strongly typed: precision lives in the ONNX (fp32/fp16 tensors, INT8 Q/DQ);
+there are no precision flags to set.
+
+tensorrt_rtx builds ahead of time without a GPU for the compute capabilities
+it is given; full TensorRT builds for the GPU it runs on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vp.engines.contract import Contract
+
+FLAVOURS = {"trt": "tensorrt", "rtx": "tensorrt_rtx"}
+INSTALL = {"trt": "pip install 'vp[trt]' (needs NVIDIA's package index)", "rtx": "pip install 'vp[rtx]'"}
+# Default TensorRT-RTX targets: Ampere (SM86) and Ada (SM89) RTX GPUs. SM75/80/120/121
+# can be asked for with --sm; Hopper (SM90) is not a TensorRT-RTX target.
+DEFAULT_RTX_SM = (86, 89)
+
+
+class EngineBuildError(ValueError):
+    """A graph TensorRT cannot parse or build; the message names node and op."""
+
+
+def import_tensorrt(flavour: str):
+    """The `tensorrt` or `tensorrt_rtx` module; ValueError naming the extra to install."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown TensorRT flavour {flavour!r}; expected one of {', '.join(FLAVOURS)}")
+    try:
+        return importlib.import_module(FLAVOURS[flavour])
+    except ImportError as error:
+        raise ValueError(f"{FLAVOURS[flavour]} is not installed ({error}); {INSTALL[flavour]}") from None
+
+
+def usable_flavour() -> tuple[str | None, str]:
+    """(flavour, why) for `--engines auto`: full TensorRT when it can start a builder
+    (it needs a GPU), else TensorRT-RTX (ahead of time, no GPU needed), else None."""
+    reasons = []
+    for flavour in ("trt", "rtx"):
+        try:
+            trt = import_tensorrt(flavour)
+            if trt.Builder(trt.Logger(trt.Logger.ERROR)) is not None:
+                return flavour, f"{FLAVOURS[flavour]} {trt.__version__} can build"
+        except Exception as error:  # a builder that cannot start for any reason is simply not usable
+            reasons.append(f"{FLAVOURS[flavour]}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+    return None, "; ".join(reasons)
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """What the manifest keeps of one built engine."""
+
+    path: str
+    flavour: str
+    version: str
+    compute_capabilities: tuple[int, ...]
+    profiles: tuple[str, ...]
+    sha256: str
+    bytes: int
+    build_seconds: float
+    peak_rss_mb: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class EngineFromOnnx:
+    """Builds one engine from one ONNX file and its contract.
+
+    compute_capabilities: RTX targets like (86, 89); ignored by full TensorRT,
+    which builds for the GPU it runs on. timing_cache: a file read before and
+    written after the build (shared by all engines of a bundle).
+    """
+
+    def __init__(self, onnx_path: str | Path, contract: Contract, *, flavour: str,
+                 compute_capabilities: tuple[int, ...] = DEFAULT_RTX_SM, timing_cache: str | Path | None = None):
+        self.onnx_path = Path(onnx_path)
+        self.contract = contract
+        self.flavour = flavour
+        self.compute_capabilities = tuple(compute_capabilities) if flavour == "rtx" else ()
+        self.timing_cache = Path(timing_cache) if timing_cache else None
+
+    def build(self, engine_path: str | Path) -> EngineRecord:
+        trt = import_tensorrt(self.flavour)
+        engine_path = Path(engine_path)
+        start = time.perf_counter()
+        logger = trt.Logger(trt.Logger.ERROR)
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(self.onnx_path)):
+            raise EngineBuildError(self._parser_errors(parser))
+        config = builder.create_builder_config()
+        self._set_targets(trt, config)
+        for profile in self.contract.profiles:
+            config.add_optimization_profile(self._profile(builder, network, profile))
+        cache = config.create_timing_cache(self.timing_cache.read_bytes()
+                                           if self.timing_cache and self.timing_cache.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=True)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise EngineBuildError(f"{self.flavour} could not build {self.onnx_path.name} "
+                                   f"(profiles {[p.name for p in self.contract.profiles]}); see the log above")
+        engine_path.write_bytes(memoryview(serialized))
+        if self.timing_cache:
+            self.timing_cache.write_bytes(memoryview(config.get_timing_cache().serialize()))
+        return EngineRecord(
+            path=engine_path.name,
+            flavour=self.flavour,
+            version=trt.__version__,
+            compute_capabilities=self.compute_capabilities,
+            profiles=tuple(p.name for p in self.contract.profiles),
+            sha256=sha256_of(engine_path),
+            bytes=engine_path.stat().st_size,
+            build_seconds=round(time.perf_counter() - start, 3),
+            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        )
+
+    def _set_targets(self, trt, config) -> None:
+        if self.flavour != "rtx":
+            return
+        config.num_compute_capabilities = len(self.compute_capabilities)
+        for i, sm in enumerate(self.compute_capabilities):
+            target = getattr(trt.ComputeCapability, f"SM{sm}", None)
+            if target is None:
+                known = [n[2:] for n in dir(trt.ComputeCapability) if n.startswith("SM")]
+                raise ValueError(f"TensorRT-RTX cannot target SM{sm}; it knows {', '.join(sorted(known))}")
+            config.set_compute_capability(target, i)
+
+    def _profile(self, builder, network, profile):
+        opt = builder.create_optimization_profile()
+        specs = {s.name: s for s in self.contract.inputs}
+        for i in range(network.num_inputs):
+            name = network.get_input(i).name
+            if name not in specs:
+                raise EngineBuildError(f"{self.onnx_path.name}: input {name!r} is not in the {self.contract.component} contract")
+            opt.set_shape(name, *(profile.shape(specs[name], k) for k in range(3)))
+        return opt
+
+    def _parser_errors(self, parser) -> str:
+        lines = [f"TensorRT ({self.flavour}) cannot parse {self.onnx_path.name}:"]
+        for i in range(parser.num_errors):
+            e = parser.get_error(i)
+            lines.append(f"  node {e.node()} {e.node_name()!r} (op {e.node_operator()}): {e.desc()}")
+        return "\n".join(lines)

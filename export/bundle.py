@@ -1,0 +1,155 @@
+"""Preset (+ weights) -> bundle folder: ONNX graphs, TensorRT engines, manifest.
+
+The bundle is assembled in a hidden temporary folder beside the target and
+renamed into place at the end, so an interrupted export never leaves a folder
+that looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vp.engines.builder import DEFAULT_RTX_SM, EngineFromOnnx, import_tensorrt, sha256_of, usable_flavour
+from vp.engines.manifest import ComponentRecord, Manifest
+from vp.export.contracts import contracts
+from vp.export.onnx_export import PRECISIONS, export_component
+from vp.models.checkpoint import load
+from vp.models.presets import get_preset
+
+ENGINE_CHOICES = ("auto", "none", "rtx", "trt")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    """What `vp-export` does; its CLI defaults come from here.
+
+    engines: "auto" = full TensorRT if it can start a builder, else TensorRT-RTX,
+    else ONNX only (the manifest says why); "none" = ONNX only.
+    sm: TensorRT-RTX compute capability targets (ignored by full TensorRT).
+    components: a subset of the preset's components (None = all).
+    """
+
+    preset: str
+    out: Path
+    weights: Path | None = None
+    precision: str = "fp32"
+    engines: str = "auto"
+    sm: tuple[int, ...] = DEFAULT_RTX_SM
+    components: tuple[str, ...] | None = None
+    force: bool = False
+
+
+@dataclass
+class SummaryRow:
+    component: str
+    onnx_mb: float
+    engine_mb: float | None
+    seconds: float
+
+
+@dataclass
+class ExportSummary:
+    bundle: Path
+    flavour: str | None
+    engines_note: str
+    rows: list[SummaryRow] = field(default_factory=list)
+
+    def table(self) -> str:
+        lines = [f"{'component':<16}{'ONNX MB':>10}{'engine MB':>11}{'seconds':>9}"]
+        for r in self.rows:
+            engine = f"{r.engine_mb:.1f}" if r.engine_mb is not None else "-"
+            lines.append(f"{r.component:<16}{r.onnx_mb:>10.1f}{engine:>11}{r.seconds:>9.1f}")
+        return "\n".join(lines)
+
+
+def _check_config(config: ExportConfig) -> tuple[str | None, str]:
+    """Validate everything that can fail before any work; returns (flavour, why)."""
+    preset = get_preset(config.preset)
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {config.precision!r}; expected one of {', '.join(PRECISIONS)}")
+    known = contracts(preset)
+    unknown = set(config.components or ()) - set(known)
+    if unknown:
+        raise ValueError(f"unknown component(s) {', '.join(sorted(unknown))}; {preset.name} has {', '.join(known)}")
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not config.force:
+        raise ValueError(f"output folder {out} is not empty; pass --force to replace it")
+    parent = out.resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write into {parent}")
+    if config.engines not in ENGINE_CHOICES:
+        raise ValueError(f"--engines must be one of {', '.join(ENGINE_CHOICES)}, got {config.engines!r}")
+    if config.engines == "none":
+        return None, "engines not asked for (--engines none)"
+    if config.engines in ("rtx", "trt"):
+        trt = import_tensorrt(config.engines)
+        return config.engines, f"{config.engines} {trt.__version__} asked for"
+    flavour, why = usable_flavour()
+    return flavour, why if flavour else f"no TensorRT builder could start ({why}); wrote ONNX only"
+
+
+def export_bundle(config: ExportConfig, on_step: Callable[[str, str], None] | None = None) -> ExportSummary:
+    """Export `config.preset` into the bundle folder `config.out`.
+
+    on_step(stage, component) is called before each export and engine build
+    (progress display). Raises ValueError on bad input, before any work where
+    it can be known in advance.
+    """
+    flavour, why = _check_config(config)
+    preset = get_preset(config.preset)
+    models = load(config.preset, config.weights)
+    out = Path(config.out).resolve()
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "onnx").mkdir(parents=True)
+    summary = ExportSummary(bundle=out, flavour=flavour, engines_note=why)
+    try:
+        manifest = Manifest(preset=preset.to_dict(), vocabulary=preset.vocab.to_dict(),
+                            sampling=preset.sampling.to_dict(), engines_note=why)
+        selected = {k: v for k, v in contracts(preset).items() if not config.components or k in config.components}
+        for name, contract in selected.items():
+            if on_step:
+                on_step("onnx", name)
+            start = time.perf_counter()
+            path = tmp / "onnx" / f"{name}.onnx"
+            external = export_component(models, contract, path, config.precision)
+            size = path.stat().st_size + sum((path.parent / e).stat().st_size for e in external)
+            manifest.components[name] = ComponentRecord(onnx=path.name, sha256=sha256_of(path), bytes=size,
+                                                        precision=config.precision, contract=contract,
+                                                        external_data=tuple(external))
+            summary.rows.append(SummaryRow(name, size / 1e6, None, time.perf_counter() - start))
+        if flavour:
+            (tmp / "engines").mkdir()
+            for row in summary.rows:
+                if on_step:
+                    on_step("engine", row.component)
+                builder = EngineFromOnnx(tmp / "onnx" / f"{row.component}.onnx", selected[row.component],
+                                         flavour=flavour, compute_capabilities=config.sm,
+                                         timing_cache=tmp / "engines" / "timing.cache")
+                record = builder.build(tmp / "engines" / f"{row.component}.engine")
+                manifest.engines[row.component] = record
+                row.engine_mb, row.seconds = record.bytes / 1e6, row.seconds + record.build_seconds
+        shutil.copyfile(models.text_encoder.tokenizer_path, tmp / "tokenizer.json")
+        manifest.write(tmp)
+        _replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move the finished bundle into place, replacing an old one only at the end."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

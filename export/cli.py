@@ -1,0 +1,59 @@
+"""`vp-export`: a preset (+ weights) -> a bundle folder. A thin layer over export_bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vp.engines.builder import DEFAULT_RTX_SM
+from vp.export.bundle import ENGINE_CHOICES, ExportConfig, export_bundle
+from vp.export.onnx_export import PRECISIONS
+
+_D = ExportConfig(preset="", out=Path())
+
+
+def _parse_sm(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"expected compute capabilities like 86,89, got {value!r}") from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--preset", required=True, help="Preset name: tiny, small, paper-300m, paper-1b, paper-8b.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Bundle folder to write (must be empty or absent unless --force).")
+@click.option("--weights", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of safetensors weights (vp.models.save); default: seeded random init.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=_D.precision, show_default=True,
+              help="Precision of the ONNX graphs (and so of the engines: TensorRT is strongly typed).")
+@click.option("--engines", type=click.Choice(ENGINE_CHOICES), default=_D.engines, show_default=True,
+              help="auto: full TensorRT if it can start, else TensorRT-RTX (no GPU needed), else ONNX only.")
+@click.option("--sm", default=",".join(map(str, DEFAULT_RTX_SM)), show_default=True, callback=_parse_sm,
+              help="TensorRT-RTX target compute capabilities (75, 80, 86, 89, 120, 121).")
+@click.option("--components", default="", help="Comma-separated subset (default: all), e.g. llm,text_encoder.")
+@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
+def main(preset, out, weights, precision, engines, sm, components, force):
+    """Export the PyTorch reference models of a preset to ONNX, build TensorRT
+    engines, and write the bundle folder that the runtime loads."""
+    from tqdm import tqdm
+
+    config = ExportConfig(preset=preset, out=out, weights=weights, precision=precision, engines=engines, sm=sm,
+                          components=tuple(c for c in components.split(",") if c) or None, force=force)
+    bar = tqdm(desc="export", unit="step")
+
+    def on_step(stage: str, component: str) -> None:
+        bar.set_postfix_str(f"{stage} {component}")
+        bar.update(1)
+
+    try:
+        summary = export_bundle(config, on_step=on_step)
+    except ValueError as error:
+        bar.close()
+        raise click.ClickException(str(error)) from None
+    bar.close()
+    click.echo(summary.table())
+    engines_line = f"engines: {summary.flavour}" if summary.flavour else "engines: none"
+    click.echo(f"{engines_line} ({summary.engines_note})")
+    click.echo(f"bundle: {summary.bundle}")

@@ -1,0 +1,135 @@
+"""The contract of each component graph of a preset (see vp.engines.contract).
+
+docs/engine-contract.md explains every tensor; tests keep it in step with the
+names declared here.
+"""
+
+from __future__ import annotations
+
+import math
+
+from vp.engines.contract import Contract, Profile, TensorSpec as T
+from vp.models.presets import Preset
+
+# Tokens per KV block: the pool is [num_blocks, BLOCK_SIZE, layers, 2, kv_heads, head_dim].
+BLOCK_SIZE = 16
+# Sequences per call: cond + uncond branches of a few samples.
+MAX_BATCH = 8
+
+
+def llm_contract(preset: Preset) -> Contract:
+    c = preset.llm
+    max_blocks = math.ceil(c.max_seq_len / BLOCK_SIZE)
+    pool = ("num_blocks", BLOCK_SIZE, c.n_layers, 2, c.n_kv_heads, c.head_dim)
+    blocks = (1, max_blocks, MAX_BATCH * max_blocks)
+    return Contract(
+        component="llm",
+        doc="Prefix LM over a paged KV cache: prefill (many new tokens) and decode (one per sequence).",
+        inputs=(
+            T("input_ids", "int64", ("batch", "tokens"), "token ids of the new positions"),
+            T("input_embeds", "float", ("batch", "tokens", c.d_model),
+              "text embeddings (projected), read where embed_mask is True"),
+            T("embed_mask", "bool", ("batch", "tokens"), "True at text slots"),
+            T("position_ids", "int64", ("batch", "tokens"), "absolute positions: context_lens + 0..T-1"),
+            T("kv_pool", "float", pool, "the runtime's KV pool; K is stored after rotary"),
+            T("block_table", "int64", ("batch", "max_blocks"), "pool block of each logical block"),
+            T("context_lens", "int64", ("batch",), "tokens already cached per sequence"),
+            T("prefix_lens", "int64", ("batch",), "bidirectional prefix length per sequence"),
+        ),
+        outputs=(
+            T("logits", "float32", ("batch", c.vocab_size), "logits of the last new position"),
+            T("new_kv", "float", ("batch", "tokens", c.n_layers, 2, c.n_kv_heads, c.head_dim),
+              "K and V of the new positions, for the runtime to commit into the pool"),
+        ),
+        profiles=(
+            Profile("prefill", {"batch": (1, 1, 2), "tokens": (1, 128, c.max_seq_len),
+                                "num_blocks": blocks, "max_blocks": (1, max_blocks // 4 or 1, max_blocks)}),
+            Profile("decode", {"batch": (1, 2, MAX_BATCH), "tokens": (1, 1, 1),
+                               "num_blocks": blocks, "max_blocks": (1, max_blocks // 2 or 1, max_blocks)}),
+        ),
+        notes=(f"block_size = {BLOCK_SIZE}",),
+    )
+
+
+def text_encoder_contract(preset: Preset) -> Contract:
+    n = preset.text_encoder.max_tokens
+    return Contract(
+        component="text_encoder",
+        doc="Frozen text encoder + learned projection to the LLM width.",
+        inputs=(
+            T("text_ids", "int64", ("batch", "text_tokens"), "ids of the tokenizer.json in the bundle"),
+            T("text_mask", "bool", ("batch", "text_tokens"), "True at real tokens, False at padding"),
+        ),
+        outputs=(T("text_embeddings", "float", ("batch", "text_tokens", preset.text_encoder.width),
+                   "per-token embeddings, zero at padding"),),
+        profiles=(Profile("main", {"batch": (1, 1, MAX_BATCH), "text_tokens": (1, 16, n)}),),
+    )
+
+
+def _latent_ranges(preset: Preset) -> dict[str, tuple[int, int, int]]:
+    """Latent grid ranges the video decoder must take: the clip, portrait, and every SR output."""
+    g = preset.geometry
+    grids = [g.video_grid, *([g.portrait_grid] if g.portrait_grid else []),
+             *(sr.high_res_grid for sr in preset.superres)]
+    return {
+        "latent_frames": (1, g.video_grid[0], g.video_grid[0]),
+        "latent_height": (min(x[1] for x in grids), g.video_grid[1], max(x[1] for x in grids)),
+        "latent_width": (min(x[2] for x in grids), g.video_grid[2], max(x[2] for x in grids)),
+    }
+
+
+def video_contracts(preset: Preset) -> tuple[Contract, Contract]:
+    f, s = preset.video_tokenizer.temporal_factor, preset.video_tokenizer.spatial_factor
+    lat = _latent_ranges(preset)
+    pixel = {"frames": tuple(1 + f * (t - 1) for t in lat["latent_frames"]),
+             "height": tuple(s * h for h in lat["latent_height"]),
+             "width": tuple(s * w for w in lat["latent_width"])}
+    batch = {"batch": (1, 1, 2)}
+    video = T("video", "float", ("batch", 3, "frames", "height", "width"), "RGB in [-1, 1]; frames = 1 + 4k")
+    codes = T("codes", "int64", ("batch", "latent_frames", "latent_height", "latent_width"),
+              f"LFQ codes in [0, 2^{preset.video_tokenizer.codebook_bits})")
+    encoder = Contract(component="video_encoder", doc="Causal 3D CNN encoder + LFQ: video -> codes.",
+                       inputs=(video,), outputs=(codes,), profiles=(Profile("main", {**batch, **pixel, **lat}),))
+    decoder = Contract(component="video_decoder", doc="Codes -> video (the causal 3D CNN decoder).",
+                       inputs=(codes,), outputs=(video,), profiles=(Profile("main", {**batch, **pixel, **lat}),))
+    return encoder, decoder
+
+
+def audio_contracts(preset: Preset) -> tuple[Contract, Contract]:
+    a = preset.audio_tokenizer
+    frames = preset.geometry.audio_frames
+    dims = {"batch": (1, 1, 2), "audio_frames": (1, frames, frames),
+            "samples": (a.hop, frames * a.hop, frames * a.hop)}
+    wave = T("wave", "float", ("batch", "samples"), f"mono at {a.sample_rate} Hz in [-1, 1]; samples = frames * hop")
+    codes = T("audio_codes", "int64", ("batch", "audio_frames", a.levels), f"RVQ codes in [0, {a.codebook_size})")
+    encoder = Contract(component="audio_encoder", doc="SoundStream encoder + residual VQ: wave -> codes.",
+                       inputs=(wave,), outputs=(codes,), profiles=(Profile("main", dims),))
+    decoder = Contract(component="audio_decoder", doc="Codes -> wave.",
+                       inputs=(codes,), outputs=(wave,), profiles=(Profile("main", dims),))
+    return encoder, decoder
+
+
+def superres_contract(preset: Preset, stage: int) -> Contract:
+    sr = preset.superres[stage]
+    n_hi, n_lo = math.prod(sr.high_res_grid), math.prod(sr.low_res_grid)
+    classes = 2 ** (sr.codebook_bits // sr.factors)
+    return Contract(
+        component=f"superres_{stage}",
+        doc=f"Super-resolution stage {stage + 1}: {sr.low_res_grid} -> {sr.high_res_grid} latent tokens, "
+            "one masked-decoding step per call; CFG branches batched.",
+        inputs=(
+            T("tokens", "int64", ("batch", n_hi), f"high-res codes, {2 ** sr.codebook_bits} = masked"),
+            T("low_res", "int64", ("batch", n_lo), f"low-res codes, {2 ** sr.codebook_bits} = dropped (CFG)"),
+            T("text", "float", ("batch", "text_tokens", sr.text_width), "projected text embeddings"),
+            T("text_mask", "bool", ("batch", "text_tokens"), "True at real tokens; all False = no text (CFG)"),
+        ),
+        outputs=(T("sr_logits", "float32", ("batch", n_hi, sr.factors, classes), "factorized logits"),),
+        profiles=(Profile("main", {"batch": (1, 3, 3), "text_tokens": (1, 16, sr.max_text)}),),
+    )
+
+
+def contracts(preset: Preset) -> dict[str, Contract]:
+    """Every component graph of `preset`, by component name."""
+    out = [llm_contract(preset), text_encoder_contract(preset), *video_contracts(preset), *audio_contracts(preset),
+           *(superres_contract(preset, i) for i in range(len(preset.superres)))]
+    return {c.component: c for c in out}

@@ -1,0 +1,86 @@
+"""The torch module behind each component graph, and example inputs to trace it.
+
+Each graph's forward takes the contract's inputs in order and returns its
+outputs in order (vp.export.contracts). Example inputs are zeros of small but
+non-trivial sizes (never 1 on a dynamic axis, which tracing could specialize);
+zeros are valid everywhere (ids, codes, block tables, masks).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vp.engines.contract import Contract
+from vp.export.llm_graph import PagedPrefixLM
+from vp.models.checkpoint import Models
+
+
+class TextEncoderGraph(nn.Module):
+    def __init__(self, models: Models):
+        super().__init__()
+        self.encoder = models.text_encoder
+
+    def forward(self, text_ids, text_mask):
+        return self.encoder(text_ids, text_mask)
+
+
+class VideoEncoderGraph(nn.Module):
+    def __init__(self, models: Models):
+        super().__init__()
+        self.tokenizer = models.video_tokenizer
+
+    def forward(self, video):
+        return self.tokenizer.encode(video)
+
+
+class VideoDecoderGraph(nn.Module):
+    def __init__(self, models: Models):
+        super().__init__()
+        self.tokenizer = models.video_tokenizer
+
+    def forward(self, codes):
+        return self.tokenizer.decode(codes)
+
+
+class AudioEncoderGraph(nn.Module):
+    def __init__(self, models: Models):
+        super().__init__()
+        self.tokenizer = models.audio_tokenizer
+
+    def forward(self, wave):
+        return self.tokenizer.encode(wave)
+
+
+class AudioDecoderGraph(nn.Module):
+    def __init__(self, models: Models):
+        super().__init__()
+        self.tokenizer = models.audio_tokenizer
+
+    def forward(self, audio_codes):
+        return self.tokenizer.decode(audio_codes)
+
+
+def graph_for(component: str, models: Models) -> nn.Module:
+    """The module whose forward is `component`'s contract."""
+    if component == "llm":
+        return PagedPrefixLM(models.llm)
+    if component.startswith("superres_"):
+        return models.superres[int(component.split("_")[1])]
+    graphs = {"text_encoder": TextEncoderGraph, "video_encoder": VideoEncoderGraph,
+              "video_decoder": VideoDecoderGraph, "audio_encoder": AudioEncoderGraph,
+              "audio_decoder": AudioDecoderGraph}
+    return graphs[component](models)
+
+
+def example_inputs(contract: Contract, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Zeros shaped by the contract's first profile: opt sizes, but at least 2 on
+    every dynamic axis; the LLM pool and tables kept small."""
+    profile = contract.profiles[0]
+    small = {"num_blocks": 4, "max_blocks": 2, "tokens": 3}
+    dtypes = {"int64": torch.int64, "bool": torch.bool, "float32": torch.float32, "float": dtype}
+    tensors = []
+    for spec in contract.inputs:
+        shape = [d if isinstance(d, int) else small.get(d, max(2, profile.dims[d][1])) for d in spec.shape]
+        tensors.append(torch.zeros(shape, dtype=dtypes[spec.dtype]))
+    return tuple(tensors)
