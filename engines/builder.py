@@ -32,6 +32,26 @@ class EngineBuildError(ValueError):
     """A graph TensorRT cannot parse or build; the message names node and op."""
 
 
+# Ahead-of-time RTX builds on a machine without a (recent enough) CUDA driver log
+# these as errors although the build succeeds; they are expected there.
+_NO_GPU_MESSAGES = ("cudaError 35", "CUDA driver version is insufficient", "no CUDA-capable device")
+
+
+def _build_log(trt):
+    """A TensorRT logger that keeps errors for the exception message instead of printing them."""
+
+    class BuildLog(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg):
+            if severity <= trt.ILogger.Severity.ERROR and not any(m in msg for m in _NO_GPU_MESSAGES):
+                self.errors.append(msg)
+
+    return BuildLog()
+
+
 def import_tensorrt(flavour: str):
     """The `tensorrt` or `tensorrt_rtx` module; ValueError naming the extra to install."""
     if flavour not in FLAVOURS:
@@ -49,7 +69,7 @@ def usable_flavour() -> tuple[str | None, str]:
     for flavour in ("trt", "rtx"):
         try:
             trt = import_tensorrt(flavour)
-            if trt.Builder(trt.Logger(trt.Logger.ERROR)) is not None:
+            if trt.Builder(_build_log(trt)) is not None:
                 return flavour, f"{FLAVOURS[flavour]} {trt.__version__} can build"
         except Exception as error:  # a builder that cannot start for any reason is simply not usable
             reasons.append(f"{FLAVOURS[flavour]}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
@@ -102,7 +122,7 @@ class EngineFromOnnx:
         trt = import_tensorrt(self.flavour)
         engine_path = Path(engine_path)
         start = time.perf_counter()
-        logger = trt.Logger(trt.Logger.ERROR)
+        logger = _build_log(trt)
         builder = trt.Builder(logger)
         network = builder.create_network(0)
         parser = trt.OnnxParser(network, logger)
@@ -117,8 +137,9 @@ class EngineFromOnnx:
         config.set_timing_cache(cache, ignore_mismatch=True)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
-            raise EngineBuildError(f"{self.flavour} could not build {self.onnx_path.name} "
-                                   f"(profiles {[p.name for p in self.contract.profiles]}); see the log above")
+            errors = "\n  ".join(logger.errors[-5:]) or "no error was logged"
+            raise EngineBuildError(f"{FLAVOURS[self.flavour]} could not build {self.onnx_path.name} "
+                                   f"(profiles {[p.name for p in self.contract.profiles]}):\n  {errors}")
         engine_path.write_bytes(memoryview(serialized))
         if self.timing_cache:
             self.timing_cache.write_bytes(memoryview(config.get_timing_cache().serialize()))

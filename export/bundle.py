@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vp.engines.builder import DEFAULT_RTX_SM, EngineFromOnnx, import_tensorrt, sha256_of, usable_flavour
+from vp.engines.builder import DEFAULT_RTX_SM, FLAVOURS, EngineFromOnnx, import_tensorrt, sha256_of, usable_flavour
 from vp.engines.manifest import ComponentRecord, Manifest
 from vp.export.contracts import contracts
 from vp.export.onnx_export import PRECISIONS, export_component
@@ -22,6 +22,7 @@ from vp.models.checkpoint import load
 from vp.models.presets import get_preset
 
 ENGINE_CHOICES = ("auto", "none", "rtx", "trt")
+TIMING_CACHE = "timing.cache"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,16 +91,17 @@ def _check_config(config: ExportConfig) -> tuple[str | None, str]:
         return None, "engines not asked for (--engines none)"
     if config.engines in ("rtx", "trt"):
         trt = import_tensorrt(config.engines)
-        return config.engines, f"{config.engines} {trt.__version__} asked for"
+        return config.engines, f"{FLAVOURS[config.engines]} {trt.__version__} (--engines {config.engines})"
     flavour, why = usable_flavour()
     return flavour, why if flavour else f"no TensorRT builder could start ({why}); wrote ONNX only"
 
 
-def export_bundle(config: ExportConfig, on_step: Callable[[str, str], None] | None = None) -> ExportSummary:
+def export_bundle(config: ExportConfig, on_step: Callable[[str, str, int], None] | None = None) -> ExportSummary:
     """Export `config.preset` into the bundle folder `config.out`.
 
-    on_step(stage, component) is called before each export and engine build
-    (progress display). Raises ValueError on bad input, before any work where
+    on_step(stage, component, total_steps) is called before each ONNX export and
+    each engine build (progress display). An existing bundle's timing.cache is
+    reused (--force), which speeds up rebuilding engines on a GPU. Raises ValueError on bad input, before any work where
     it can be known in advance.
     """
     flavour, why = _check_config(config)
@@ -114,9 +116,10 @@ def export_bundle(config: ExportConfig, on_step: Callable[[str, str], None] | No
         manifest = Manifest(preset=preset.to_dict(), vocabulary=preset.vocab.to_dict(),
                             sampling=preset.sampling.to_dict(), engines_note=why)
         selected = {k: v for k, v in contracts(preset).items() if not config.components or k in config.components}
+        total = len(selected) * (2 if flavour else 1)
         for name, contract in selected.items():
             if on_step:
-                on_step("onnx", name)
+                on_step("onnx", name, total)
             start = time.perf_counter()
             path = tmp / "onnx" / f"{name}.onnx"
             external = export_component(models, contract, path, config.precision)
@@ -127,12 +130,14 @@ def export_bundle(config: ExportConfig, on_step: Callable[[str, str], None] | No
             summary.rows.append(SummaryRow(name, size / 1e6, None, time.perf_counter() - start))
         if flavour:
             (tmp / "engines").mkdir()
+            if (out / TIMING_CACHE).is_file():
+                shutil.copyfile(out / TIMING_CACHE, tmp / TIMING_CACHE)
             for row in summary.rows:
                 if on_step:
-                    on_step("engine", row.component)
+                    on_step("engine", row.component, total)
                 builder = EngineFromOnnx(tmp / "onnx" / f"{row.component}.onnx", selected[row.component],
                                          flavour=flavour, compute_capabilities=config.sm,
-                                         timing_cache=tmp / "engines" / "timing.cache")
+                                         timing_cache=tmp / TIMING_CACHE)
                 record = builder.build(tmp / "engines" / f"{row.component}.engine")
                 manifest.engines[row.component] = record
                 row.engine_mb, row.seconds = record.bytes / 1e6, row.seconds + record.build_seconds

@@ -43,15 +43,19 @@ def main(preset, out, weights, precision, engines, sm, components, force):
                           components=tuple(c for c in components.split(",") if c) or None, force=force)
     bar = tqdm(desc="export", unit="step")
 
-    def on_step(stage: str, component: str) -> None:
+    def on_step(stage: str, component: str, total: int) -> None:
+        # called before each step: the bar counts finished steps
+        if bar.postfix:
+            bar.update(1)
+        bar.total = total
         bar.set_postfix_str(f"{stage} {component}")
-        bar.update(1)
 
     try:
         summary = export_bundle(config, on_step=on_step)
     except ValueError as error:
         bar.close()
         raise click.ClickException(str(error)) from None
+    bar.update(1)
     bar.close()
     click.echo(summary.table())
     engines_line = f"engines: {summary.flavour}" if summary.flavour else "engines: none"

@@ -14,6 +14,7 @@ from torch import nn
 from vp.engines.contract import Contract
 from vp.export.llm_graph import PagedPrefixLM
 from vp.models.checkpoint import Models
+from vp.models.presets import Preset
 
 
 class TextEncoderGraph(nn.Module):
@@ -73,11 +74,16 @@ def graph_for(component: str, models: Models) -> nn.Module:
     return graphs[component](models)
 
 
-def example_inputs(contract: Contract, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+def example_inputs(contract: Contract, dtype: torch.dtype, preset: Preset) -> tuple[torch.Tensor, ...]:
     """Zeros shaped by the contract's first profile: opt sizes, but at least 2 on
-    every dynamic axis; the LLM pool and tables kept small."""
+    every dynamic axis. Large axes are traced small (2 latent frames, rows and
+    columns; 2 audio frames; a short LLM step): tracing runs the module once,
+    and a full-size fp16 3D convolution on a CPU takes minutes."""
     profile = contract.profiles[0]
-    small = {"num_blocks": 4, "max_blocks": 2, "tokens": 3}
+    f, s, hop = preset.video_tokenizer.temporal_factor, preset.video_tokenizer.spatial_factor, preset.audio_tokenizer.hop
+    small = {"num_blocks": 4, "max_blocks": 2, "tokens": 3, "latent_frames": 2, "latent_height": 2,
+             "latent_width": 2, "frames": 1 + f, "height": 2 * s, "width": 2 * s, "audio_frames": 2,
+             "samples": 2 * hop}
     dtypes = {"int64": torch.int64, "bool": torch.bool, "float32": torch.float32, "float": dtype}
     tensors = []
     for spec in contract.inputs:

@@ -15,6 +15,7 @@ accept (checked with the LLM graph).
 from __future__ import annotations
 
 import copy
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -41,9 +42,25 @@ def export_component(models: Models, contract: Contract, path: str | Path, preci
     if precision == "fp16":
         module = copy.deepcopy(module).half()
     module.eval()
-    args = example_inputs(contract, dtype)
+    args = example_inputs(contract, dtype, models.preset)
     n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    large = n_bytes > EXTERNAL_DATA_BYTES
+    if n_bytes <= EXTERNAL_DATA_BYTES:
+        _trace(module, args, contract, path)
+        return []
+    # above protobuf's 2 GB the exporter writes one file per weight: gather them into one
+    import onnx
+
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        traced = Path(scratch) / path.name
+        _trace(module, args, contract, traced)
+        model = onnx.load(str(traced), load_external_data=True)
+        data_name = path.name + ".data"
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
+    return [data_name]
+
+
+def _trace(module, args, contract: Contract, path: Path) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         # tracer warnings about Python ints from shapes are expected: shape checks at the boundary
         warnings.simplefilter("ignore")
@@ -55,20 +72,3 @@ def export_component(models: Models, contract: Contract, path: str | Path, preci
             opset_version=OPSET,
             dynamo=False,
         )
-    if not large:
-        return []
-    return _move_weights_outside(path)
-
-
-def _move_weights_outside(path: Path) -> list[str]:
-    """Re-save a >2 GB graph with its initializers in one external data file."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=True)
-    data_name = path.name + ".data"
-    for stale in path.parent.glob(f"*{path.stem}*"):
-        if stale != path:
-            stale.unlink()
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data_name, size_threshold=1024)
-    return [data_name]

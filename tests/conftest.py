@@ -10,11 +10,21 @@ def tiny_models():
     return load("tiny")
 
 
+def _export_tiny(tmp_path_factory, precision):
+    from vp.export.bundle import ExportConfig, export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / f"tiny-{precision}"
+    export_bundle(ExportConfig(preset="tiny", out=out, engines="none", precision=precision))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """The tiny preset exported to ONNX (fp32, no engines) with the default seed."""
-    from vp.export.bundle import ExportConfig, export_bundle
+    return _export_tiny(tmp_path_factory, "fp32")
 
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export_bundle(ExportConfig(preset="tiny", out=out, engines="none"))
-    return out
+
+@pytest.fixture(scope="session")
+def tiny_bundle_fp16(tmp_path_factory):
+    """The same as tiny_bundle with fp16 graphs."""
+    return _export_tiny(tmp_path_factory, "fp16")

@@ -1,8 +1,12 @@
-"""Every non-LLM graph under ONNX Runtime (CPU) against torch, tiny preset, fp32.
+"""Every non-LLM graph under ONNX Runtime (CPU) against torch fp32, tiny preset.
 
-Tolerances: float outputs within 1e-4 absolute (fp32 reassociation); codes
-from the quantizers equal on at least 99.5% of positions (a latent sitting at
-a decision boundary may flip under reassociation; in practice all agree).
+Tolerances, fp32 graphs: float outputs within 1e-4 absolute (reassociation);
+codes from the quantizers equal on at least 99.5% of positions (a latent at a
+decision boundary may flip; in practice all agree).
+fp16 graphs (fp32 islands for norms, softmax, logits): float outputs within
+1e-2 absolute (measured <= 2.9e-3 on outputs of magnitude ~1); codes equal on
+at least 98% of positions (measured 99.7%: fp16 moves latents near 0 across
+the LFQ sign boundary).
 """
 
 import numpy as np
@@ -10,8 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-FLOAT_ATOL = 1e-4
-CODE_AGREEMENT = 0.995
+TOLERANCES = {"fp32": (1e-4, 0.995), "fp16": (1e-2, 0.98)}  # (float atol, code agreement)
 
 
 def session(bundle, name):
@@ -48,18 +51,23 @@ def inputs_for(name, models):
     raise AssertionError(name)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("name", ["text_encoder", "video_encoder", "video_decoder", "audio_encoder",
                                   "audio_decoder", "superres_0"])
 @torch.no_grad()
-def test_graph_matches_torch(name, tiny_models, tiny_bundle):
+def test_graph_matches_torch(name, precision, tiny_models, request):
     from vp.export.graphs import graph_for
 
+    bundle = request.getfixturevalue("tiny_bundle" if precision == "fp32" else "tiny_bundle_fp16")
+    atol, agreement = TOLERANCES[precision]
     inputs = inputs_for(name, tiny_models)
-    want = graph_for(name, tiny_models)(*inputs.values())
-    (got,) = session(tiny_bundle, name).run(None, {k: v.numpy() for k, v in inputs.items()})
-    want = want.numpy()
+    want = graph_for(name, tiny_models)(*inputs.values()).numpy()
+    half = precision == "fp16"
+    feeds = {k: (v.half() if half and v.is_floating_point() else v).numpy() for k, v in inputs.items()}
+    (got,) = session(bundle, name).run(None, feeds)
     assert got.shape == want.shape
     if np.issubdtype(want.dtype, np.integer):
-        assert np.mean(got == want) >= CODE_AGREEMENT
+        assert np.mean(got == want) >= agreement
     else:
-        np.testing.assert_allclose(got, want, rtol=0, atol=FLOAT_ATOL)
+        assert got.dtype == (np.float16 if half and name != "superres_0" else np.float32)
+        np.testing.assert_allclose(got.astype(np.float32), want, rtol=0, atol=atol)
