@@ -107,7 +107,8 @@ class EngineFromOnnx:
 
     compute_capabilities: RTX targets like (86, 89); ignored by full TensorRT,
     which builds for the GPU it runs on. timing_cache: a file read before and
-    written after the build (shared by all engines of a bundle).
+    written after the build (shared by all engines of a bundle); full TensorRT
+    only, since TensorRT-RTX builds without timing kernels.
     """
 
     def __init__(self, onnx_path: str | Path, contract: Contract, *, flavour: str,
@@ -116,7 +117,8 @@ class EngineFromOnnx:
         self.contract = contract
         self.flavour = flavour
         self.compute_capabilities = tuple(compute_capabilities) if flavour == "rtx" else ()
-        self.timing_cache = Path(timing_cache) if timing_cache else None
+        # TensorRT-RTX times nothing ahead of time (its timing-cache calls are no-ops)
+        self.timing_cache = Path(timing_cache) if timing_cache and flavour == "trt" else None
 
     def build(self, engine_path: str | Path) -> EngineRecord:
         trt = import_tensorrt(self.flavour)
@@ -132,9 +134,9 @@ class EngineFromOnnx:
         self._set_targets(trt, config)
         for profile in self.contract.profiles:
             config.add_optimization_profile(self._profile(builder, network, profile))
-        cache = config.create_timing_cache(self.timing_cache.read_bytes()
-                                           if self.timing_cache and self.timing_cache.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=True)
+        if self.timing_cache:
+            cache = config.create_timing_cache(self.timing_cache.read_bytes() if self.timing_cache.is_file() else b"")
+            config.set_timing_cache(cache, ignore_mismatch=True)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             errors = "\n  ".join(logger.errors[-5:]) or "no error was logged"

@@ -3,7 +3,8 @@
     bundle/
       manifest.json     this file's Manifest
       onnx/*.onnx       (+ external weight files for graphs over 2 GB)
-      engines/*.engine  and engines/timing.cache, when a TensorRT builder was available
+      engines/*.engine  when a TensorRT builder was available
+      timing.cache      full TensorRT's timing cache, reused by the next export (--force)
       tokenizer.json    the text tokenizer
 
 The runtime reads only the bundle, never vp.models: the preset config, the

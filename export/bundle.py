@@ -110,7 +110,10 @@ def export_bundle(config: ExportConfig, on_step: Callable[[str, str, int], None]
     out = Path(config.out).resolve()
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "onnx").mkdir(parents=True)
+    try:
+        (tmp / "onnx").mkdir(parents=True)
+    except OSError as error:
+        raise ValueError(f"cannot write the bundle in {out.parent}: {error.strerror}") from None
     summary = ExportSummary(bundle=out, flavour=flavour, engines_note=why)
     try:
         manifest = Manifest(preset=preset.to_dict(), vocabulary=preset.vocab.to_dict(),

@@ -41,22 +41,26 @@ def main(preset, out, weights, precision, engines, sm, components, force):
 
     config = ExportConfig(preset=preset, out=out, weights=weights, precision=precision, engines=engines, sm=sm,
                           components=tuple(c for c in components.split(",") if c) or None, force=force)
-    bar = tqdm(desc="export", unit="step")
+    bars = []  # made at the first step, so that early errors print no bar
 
     def on_step(stage: str, component: str, total: int) -> None:
         # called before each step: the bar counts finished steps
-        if bar.postfix:
-            bar.update(1)
-        bar.total = total
-        bar.set_postfix_str(f"{stage} {component}")
+        if bars:
+            bars[0].update(1)
+        else:
+            bars.append(tqdm(desc="export", unit="step", total=total))
+        bars[0].total = total
+        bars[0].set_postfix_str(f"{stage} {component}")
 
     try:
         summary = export_bundle(config, on_step=on_step)
+        for bar in bars:
+            bar.update(1)  # the last step
     except ValueError as error:
-        bar.close()
         raise click.ClickException(str(error)) from None
-    bar.update(1)
-    bar.close()
+    finally:
+        for bar in bars:
+            bar.close()
     click.echo(summary.table())
     engines_line = f"engines: {summary.flavour}" if summary.flavour else "engines: none"
     click.echo(f"{engines_line} ({summary.engines_note})")
