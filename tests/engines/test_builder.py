@@ -2,6 +2,7 @@
 parser errors and missing builders reported clearly."""
 
 import json
+import sys
 
 import onnx
 import pytest
@@ -103,16 +104,6 @@ def test_unknown_compute_capability(tiny_bundle, tmp_path):
 
 
 def test_missing_tensorrt_names_the_pip_command(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_tensorrt(name, *args, **kwargs):
-        if name == "tensorrt":
-            raise ImportError("No module named 'tensorrt'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_tensorrt)
-    monkeypatch.delitem(__import__("sys").modules, "tensorrt", raising=False)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` fail
     with pytest.raises(ValueError, match=r"pip install 'vp\[trt\]'"):
         import_tensorrt("trt")
