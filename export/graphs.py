@@ -81,7 +81,7 @@ def example_inputs(contract: Contract, dtype: torch.dtype, preset: Preset) -> tu
     and a full-size fp16 3D convolution on a CPU takes minutes."""
     profile = contract.profiles[0]
     f, s, hop = preset.video_tokenizer.temporal_factor, preset.video_tokenizer.spatial_factor, preset.audio_tokenizer.hop
-    small = {"num_blocks": 4, "max_blocks": 2, "tokens": 3, "latent_frames": 2, "latent_height": 2,
+    small = {"batch": 2, "num_blocks": 4, "max_blocks": 2, "tokens": 3, "latent_frames": 2, "latent_height": 2,
              "latent_width": 2, "frames": 1 + f, "height": 2 * s, "width": 2 * s, "audio_frames": 2,
              "samples": 2 * hop}
     dtypes = {"int64": torch.int64, "bool": torch.bool, "float32": torch.float32, "float": dtype}

@@ -22,6 +22,7 @@ import torch
 
 from vp.models.checkpoint import Models
 from vp.models.prefix_lm import KVCache
+from vp.runtime.conditioning import MediaSpec, fit_audio, frames_from_model, prepare_media, video_to_model
 from vp.runtime.masked_decoding import guided_logits, masked_decode
 from vp.runtime.sampling import SamplingConfig, cfg_mix, make_rng, sample
 from vp.runtime.vocab import SequenceBuilder, SequenceLayout, Task
@@ -149,43 +150,18 @@ def _feed(llm, caches, ids: list[int]) -> list[np.ndarray]:
     return [llm(x, prefix_lens, cache=cache)[0, -1].numpy() for cache, prefix_lens in caches]
 
 
-def _to_video(frames: np.ndarray) -> torch.Tensor:
-    """[T, H, W, 3] uint8 -> [1, 3, T, H, W] float in [-1, 1]."""
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"video: expected [T, H, W, 3] uint8, got {frames.dtype} {frames.shape}")
-    return torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-
-
 @torch.no_grad()
 def _conditioning(models: Models, task: Task, image, video, audio, mask):
     """Encode the task's media inputs to (video codes [t, h, w], audio codes [frames, levels])."""
     preset = models.preset
-    if task is Task.IMAGE_TO_VIDEO:
-        if image is None:
-            raise ValueError("task i2v needs an image [H, W, 3] uint8")
-        video = np.asarray(image)[None]
-    if task is Task.LONG_VIDEO and video is not None:
-        video = np.asarray(video)[-(preset.clip.fps + 1):]  # the last second: 9 frames = 3 latent frames
-    if task in {Task.INPAINT, Task.OUTPAINT}:
-        if video is None or mask is None:
-            raise ValueError(f"task {task.value} needs a video and a mask (True = pixels to fill)")
-        mask = np.asarray(mask, bool)
-        video = np.where(np.broadcast_to(mask[..., None], np.shape(video)), np.uint8(128), video)
+    spec = MediaSpec(fps=preset.clip.fps, sample_rate=preset.audio_tokenizer.sample_rate,
+                     audio_samples=preset.audio_samples)
+    video, wave = prepare_media(task, spec, image=image, video=video, audio=audio, mask=mask)
     video_codes = audio_codes = None
     if video is not None:
-        video_codes = models.video_tokenizer.encode(_to_video(video))[0].numpy()
-    if audio is not None:
-        wave = np.asarray(audio)
-        if wave.ndim != 1 or not np.issubdtype(wave.dtype, np.floating):
-            raise ValueError(f"audio: expected [N] float samples, got {wave.dtype} {wave.shape}")
-        if task is Task.AUDIO_VIDEO_CONTINUATION and video is not None:
-            # the audio that goes with the given frames
-            seconds = np.shape(video)[0] / preset.clip.fps
-            wave = wave[:round(seconds * preset.audio_tokenizer.sample_rate)]
-        elif task is Task.AUDIO_TO_VIDEO:
-            wave = wave[:preset.audio_samples]
-        audio_codes = models.audio_tokenizer.encode(torch.from_numpy(wave.astype(np.float32))[None])[0].numpy()
+        video_codes = models.video_tokenizer.encode(torch.from_numpy(video_to_model(video)))[0].numpy()
+    if wave is not None:
+        audio_codes = models.audio_tokenizer.encode(torch.from_numpy(wave)[None])[0].numpy()
     return video_codes, audio_codes
 
 
@@ -221,13 +197,12 @@ def _frames(models: Models, codes: np.ndarray | None) -> np.ndarray:
     if codes is None:
         c = models.preset.clip
         return np.zeros((0, c.height, c.width, 3), np.uint8)
-    video = models.video_tokenizer.decode(torch.from_numpy(codes)[None])[0]  # (3, T, H, W)
-    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    return frames_from_model(models.video_tokenizer.decode(torch.from_numpy(codes)[None])[0].numpy())
 
 
 @torch.no_grad()
 def _waveform(models: Models, codes: np.ndarray | None) -> np.ndarray:
     if codes is None:
         return np.zeros(0, np.float32)
-    wave = models.audio_tokenizer.decode(torch.from_numpy(codes)[None], num_samples=models.preset.audio_samples)
-    return wave[0].numpy().astype(np.float32)
+    wave = models.audio_tokenizer.decode(torch.from_numpy(codes)[None])[0].numpy()
+    return fit_audio(wave, models.preset.audio_samples)

@@ -1,0 +1,88 @@
+"""What a task's media inputs become before the tokenizers see them (numpy only).
+
+The torch reference and the runtime both call `prepare_media`, then encode the
+result with their own tokenizer (torch module or engine), so the two cannot
+disagree on which frames and samples condition a task.
+
+Rules (vp's choices where the paper is silent):
+- image-to-video: the image is a one-frame video (its codes are one latent frame).
+- long video: the last second of the given video (fps + 1 frames = 3 latent
+  frames at 8 fps) conditions the next clip.
+- inpaint / outpaint: pixels where the mask is True are set to mid grey (128)
+  before encoding; the mask is [H, W] (every frame) or [T, H, W].
+- audio-video continuation: the audio that goes with the given frames
+  (frames / fps seconds) conditions the output audio.
+- audio-to-video: the first clip's worth of audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vp.runtime.vocab import Task
+
+
+@dataclass(frozen=True)
+class MediaSpec:
+    """The clip a bundle generates, as the conditioning rules need it."""
+
+    fps: int
+    sample_rate: int
+    audio_samples: int  # one clip's audio: 34000 = 2.125 s at 16 kHz
+
+
+def prepare_media(task: Task, spec: MediaSpec, *, image=None, video=None, audio=None, mask=None):
+    """(video [T, H, W, 3] uint8 or None, wave [N] float32 or None) to encode for `task`."""
+    if task is Task.IMAGE_TO_VIDEO:
+        if image is None:
+            raise ValueError("task i2v needs an image [H, W, 3] uint8")
+        video = _check_frames("image", np.asarray(image)[None])
+    elif video is not None:
+        video = _check_frames("video", video)
+    if task is Task.LONG_VIDEO and video is not None:
+        video = video[-(spec.fps + 1):]
+    if task in {Task.INPAINT, Task.OUTPAINT}:
+        if video is None or mask is None:
+            raise ValueError(f"task {task.value} needs a video and a mask (True = pixels to fill)")
+        mask = np.asarray(mask, bool)
+        if mask.shape not in {video.shape[1:3], video.shape[:3]}:
+            raise ValueError(f"mask: expected [H, W] or [T, H, W] = {video.shape[:3]}, got {mask.shape}")
+        video = np.where(np.broadcast_to(mask[..., None], video.shape), np.uint8(128), video)
+    wave = None
+    if audio is not None:
+        wave = np.asarray(audio)
+        if wave.ndim != 1 or not np.issubdtype(wave.dtype, np.floating):
+            raise ValueError(f"audio: expected [N] float samples, got {wave.dtype} {wave.shape}")
+        wave = wave.astype(np.float32)
+        if task is Task.AUDIO_VIDEO_CONTINUATION and video is not None:
+            wave = wave[:round(len(video) / spec.fps * spec.sample_rate)]
+        elif task is Task.AUDIO_TO_VIDEO:
+            wave = wave[:spec.audio_samples]
+    return video, wave
+
+
+def _check_frames(name: str, frames) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{name}: expected [T, H, W, 3] uint8 ([H, W, 3] for an image), "
+                         f"got {frames.dtype} {frames.shape}")
+    return frames
+
+
+def video_to_model(frames: np.ndarray) -> np.ndarray:
+    """[T, H, W, 3] uint8 -> [1, 3, T, H, W] float32 in [-1, 1] (the video encoder's input)."""
+    return (frames.transpose(3, 0, 1, 2)[None].astype(np.float32) / np.float32(127.5)) - np.float32(1.0)
+
+
+def frames_from_model(video: np.ndarray) -> np.ndarray:
+    """[3, T, H, W] float in [-1, 1] (the video decoder's output) -> [T, H, W, 3] uint8."""
+    video = np.clip(np.asarray(video, np.float32), -1, 1)
+    return np.round((video + 1) * np.float32(127.5)).astype(np.uint8).transpose(1, 2, 3, 0)
+
+
+def fit_audio(wave: np.ndarray, num_samples: int) -> np.ndarray:
+    """[N] -> [num_samples]: trimmed, or zero-padded after the last decoded frame."""
+    wave = np.asarray(wave, np.float32)[:num_samples]
+    return np.pad(wave, (0, num_samples - len(wave)))
