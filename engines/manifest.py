@@ -51,6 +51,7 @@ class Manifest:
     preset: dict
     vocabulary: dict
     sampling: dict
+    clip: dict
     components: dict[str, ComponentRecord] = field(default_factory=dict)
     engines: dict[str, EngineRecord] = field(default_factory=dict)
     engines_note: str = ""
@@ -63,6 +64,7 @@ class Manifest:
             "preset": self.preset,
             "vocabulary": self.vocabulary,
             "sampling": self.sampling,
+            "clip": self.clip,
             "components": {k: v.to_dict() for k, v in self.components.items()},
             "engines": {k: v.to_dict() for k, v in self.engines.items()},
             "engines_note": self.engines_note,
@@ -86,6 +88,7 @@ class Manifest:
             preset=body["preset"],
             vocabulary=body["vocabulary"],
             sampling=body["sampling"],
+            clip=body["clip"],
             components={k: ComponentRecord.from_dict(v) for k, v in body["components"].items()},
             engines={k: EngineRecord(**{**v, "compute_capabilities": tuple(v["compute_capabilities"]),
                                         "profiles": tuple(v["profiles"])}) for k, v in body["engines"].items()},

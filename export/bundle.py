@@ -68,6 +68,17 @@ class ExportSummary:
         return "\n".join(lines)
 
 
+def clip_record(preset) -> dict:
+    """What the runtime needs of the clip geometry, so it never recomputes tokenizer strides."""
+    c, g = preset.clip, preset.geometry
+    return {
+        "frames": c.frames, "height": c.height, "width": c.width, "fps": c.fps, "portrait": c.portrait,
+        "video_grid": g.video_grid, "portrait_grid": g.portrait_grid, "audio_frames": g.audio_frames,
+        "sample_rate": preset.audio_tokenizer.sample_rate, "audio_samples": preset.audio_samples,
+        "text_tokens": preset.text_encoder.max_tokens,
+    }
+
+
 def _check_config(config: ExportConfig) -> tuple[str | None, str]:
     """Validate everything that can fail before any work; returns (flavour, why)."""
     preset = get_preset(config.preset)
@@ -117,7 +128,7 @@ def export_bundle(config: ExportConfig, on_step: Callable[[str, str, int], None]
     summary = ExportSummary(bundle=out, flavour=flavour, engines_note=why)
     try:
         manifest = Manifest(preset=preset.to_dict(), vocabulary=preset.vocab.to_dict(),
-                            sampling=preset.sampling.to_dict(), engines_note=why)
+                            sampling=preset.sampling.to_dict(), clip=clip_record(preset), engines_note=why)
         selected = {k: v for k, v in contracts(preset).items() if not config.components or k in config.components}
         total = len(selected) * (2 if flavour else 1)
         for name, contract in selected.items():

@@ -69,3 +69,130 @@ def write_mp4(
                 container.mux(sound.encode(piece))
             container.mux(sound.encode())
     return path
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
+    """Write mono audio [N] float in [-1, 1] as 16-bit PCM .wav."""
+    import wave
+
+    audio = np.asarray(audio)
+    if audio.ndim != 1 or not np.issubdtype(audio.dtype, np.floating) or len(audio) == 0:
+        raise ValueError(f"audio: expected [N] float samples with N >= 1, got {audio.dtype} {audio.shape}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    pcm = np.round(np.clip(audio, -1, 1) * 32767).astype("<i2")
+    path = Path(path)
+    with atomic_path(path, ".wav") as tmp, wave.open(str(tmp), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(pcm.tobytes())
+    return path
+
+
+def write_png(path: str | Path, frame: np.ndarray) -> Path:
+    """Write one frame [H, W, 3] uint8 as .png."""
+    import av
+
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ValueError(f"frame: expected [H, W, 3] uint8, got {frame.dtype} {frame.shape}")
+    path = Path(path)
+    with atomic_path(path, ".png") as tmp, av.open(str(tmp), "w", format="image2") as container:
+        stream = container.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+# Reading. The rule for pictures: scale to cover the bundle's frame size (keeping
+# the aspect ratio), then crop the centre. Video is sampled at the bundle's fps
+# (the last frame shown at each 1/fps tick) and cut to 1 + 4k frames. Audio is
+# mixed to mono and resampled to the bundle's rate.
+
+def _open(path: str | Path):
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        return av.open(str(path))
+    except Exception as error:  # PyAV raises a family of FFmpeg errors
+        raise ValueError(f"{path}: cannot read it as media ({error.__class__.__name__}: {error})") from None
+
+
+def _fit(frame, size: tuple[int, int]) -> np.ndarray:
+    """An av.VideoFrame scaled to cover size (H, W) and centre-cropped -> [H, W, 3] uint8."""
+    height, width = size
+    scale = max(height / frame.height, width / frame.width)
+    h, w = max(height, round(frame.height * scale)), max(width, round(frame.width * scale))
+    rgb = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+    top, left = (h - height) // 2, (w - width) // 2
+    return np.ascontiguousarray(rgb[top:top + height, left:left + width])
+
+
+def read_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """An image file (or a video's first frame) -> [H, W, 3] uint8 of `size` (H, W)."""
+    with _open(path) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path}: has no picture")
+        try:
+            frame = next(container.decode(video=0))
+        except StopIteration:
+            raise ValueError(f"{path}: holds no frame") from None
+        except Exception as error:
+            raise ValueError(f"{path}: cannot decode ({error})") from None
+        return _fit(frame, size)
+
+
+def read_video(path: str | Path, size: tuple[int, int], fps: int, max_frames: int | None = None,
+               temporal_factor: int = 4) -> np.ndarray:
+    """A video file -> [T, H, W, 3] uint8 sampled at `fps`, T = 1 + temporal_factor * k <= max_frames."""
+    with _open(path) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path}: has no video stream")
+        stream = container.streams.video[0]
+        picked: list[np.ndarray] = []
+        tick = 0
+        try:
+            for frame in container.decode(stream):
+                t = float(frame.pts * stream.time_base) if frame.pts is not None else tick / fps
+                while t >= tick / fps - 1e-6 and (max_frames is None or len(picked) < max_frames):
+                    # this frame is the one showing at this tick unless the next one starts before it
+                    picked.append(_fit(frame, size))
+                    tick += 1
+                    if t < tick / fps:
+                        break
+                if max_frames is not None and len(picked) >= max_frames:
+                    break
+        except Exception as error:
+            raise ValueError(f"{path}: cannot decode ({error})") from None
+    if not picked:
+        raise ValueError(f"{path}: holds no frame")
+    keep = 1 + (len(picked) - 1) // temporal_factor * temporal_factor
+    return np.stack(picked[:keep])
+
+
+def read_audio(path: str | Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """An audio (or video) file's first audio stream -> [N] float32 mono at `sample_rate`."""
+    import av
+
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise ValueError(f"{path}: has no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks = []
+        try:
+            for frame in container.decode(audio=0):
+                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+        except Exception as error:
+            raise ValueError(f"{path}: cannot decode ({error})") from None
+    wave = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if max_seconds is not None:
+        wave = wave[:round(max_seconds * sample_rate)]
+    if len(wave) == 0:
+        raise ValueError(f"{path}: holds no audio samples")
+    return wave

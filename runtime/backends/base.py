@@ -1,0 +1,113 @@
+"""The backend interface: load a component, describe it, run it.
+
+A backend turns the bundle's graphs (ONNX Runtime) or engines (TensorRT) into
+`Session`s. Callers speak numpy at the boundary: float inputs are cast to the
+bundle's precision and float outputs come back as float32. The LLM is special:
+its KV pool is caller-owned memory that lives where the backend computes
+(`PagedLLM`): a numpy array for ONNX Runtime on a CPU, device memory for
+TensorRT; the new K/V of each call go into it slot by slot without a host
+round trip.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from vp.engines.contract import Contract
+
+_NUMPY = {"int64": np.int64, "bool": np.bool_, "float32": np.float32}
+
+
+def numpy_dtype(spec_dtype: str, precision: str):
+    """A contract dtype ("float" = the bundle's precision) as a numpy dtype."""
+    if spec_dtype == "float":
+        return np.float16 if precision == "fp16" else np.float32
+    return _NUMPY[spec_dtype]
+
+
+class Session(ABC):
+    """One component, ready to run. `contract` names and shapes its tensors."""
+
+    def __init__(self, contract: Contract, precision: str):
+        self.contract = contract
+        self.precision = precision
+        self.input_dtypes = {s.name: numpy_dtype(s.dtype, precision) for s in contract.inputs}
+
+    def run(self, **feeds: np.ndarray) -> list[np.ndarray]:
+        """Inputs by contract name -> outputs in contract order (floats as float32)."""
+        missing = [n for n in self.input_dtypes if n not in feeds]
+        if missing:
+            raise ValueError(f"{self.contract.component}: missing inputs {', '.join(missing)}")
+        cast = {n: np.ascontiguousarray(feeds[n], dtype=t) for n, t in self.input_dtypes.items()}
+        outputs = self._run(cast)
+        return [o.astype(np.float32) if o.dtype == np.float16 else o for o in outputs]
+
+    @abstractmethod
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+    def close(self) -> None:
+        """Release what the session holds (engines, device buffers)."""
+
+
+@dataclass
+class LLMBatch:
+    """The LLM inputs of one call over B sequences with T new tokens each (see docs/engine-contract.md).
+
+    slots: [B, T] int64, the pool slot (block * block_size + offset) of each new token.
+    """
+
+    input_ids: np.ndarray
+    input_embeds: np.ndarray
+    embed_mask: np.ndarray
+    position_ids: np.ndarray
+    block_table: np.ndarray
+    context_lens: np.ndarray
+    prefix_lens: np.ndarray
+    slots: np.ndarray
+
+
+class PagedLLM(ABC):
+    """The LLM with its KV pool [num_blocks, block_size, layers, 2, kv_heads, head_dim].
+
+    forward() runs one call and commits the new K/V into the pool at `slots`;
+    copy_block() serves copy-on-write. Invariant: after forward() returns,
+    every slot in `slots` holds its token's K/V.
+    """
+
+    def __init__(self, contract: Contract, precision: str, num_blocks: int):
+        self.contract = contract
+        self.precision = precision
+        pool = next(s for s in contract.inputs if s.name == "kv_pool")
+        self.block_shape = tuple(pool.shape[1:])  # (block_size, layers, 2, kv_heads, head_dim)
+        self.num_blocks = num_blocks
+        self.dtype = numpy_dtype("float", precision)
+        self.embed_dtype = self.dtype
+
+    @property
+    def pool_bytes(self) -> int:
+        return self.num_blocks * int(np.prod(self.block_shape)) * np.dtype(self.dtype).itemsize
+
+    @abstractmethod
+    def forward(self, batch: LLMBatch) -> np.ndarray:
+        """-> logits [B, vocab] float32 of each sequence's last new token."""
+
+    @abstractmethod
+    def copy_block(self, src: int, dst: int) -> None: ...
+
+    def close(self) -> None:
+        """Release the pool and the session."""
+
+
+class Backend(ABC):
+    """Opens the components of one bundle."""
+
+    name: str
+
+    @abstractmethod
+    def session(self, component: str) -> Session: ...
+
+    @abstractmethod
+    def paged_llm(self, num_blocks: int) -> PagedLLM: ...

@@ -1,0 +1,246 @@
+"""TensorRT backend: the bundle's engines through `tensorrt` or `tensorrt_rtx`, memory through cuda-python.
+
+Each session owns its execution contexts, CUDA stream and device buffers (freed
+by close()). Shapes are checked against the engine's optimization profile
+before enqueue, with an error naming the tensor, its shape and the profile's
+range. The LLM has one execution context per profile (prefill, decode), and its
+KV pool is one device allocation; new K/V are committed with device-to-device
+copies of contiguous slot runs (a token's K/V of all layers is contiguous in
+the pool and in new_kv, see docs/engine-contract.md).
+
+This module needs an NVIDIA GPU; tests that use it are marked `gpu`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vp.engines.builder import import_tensorrt
+from vp.engines.manifest import Manifest
+from vp.runtime.backends.base import Backend, LLMBatch, PagedLLM, Session, numpy_dtype
+
+
+def _cudart():
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python 12.x
+        except ImportError:
+            raise ValueError("the TensorRT backend needs cuda-python: pip install 'vp[rtx]' or 'vp[trt]'") from None
+    return cudart
+
+
+def _check(result):
+    """cuda-python returns (error, *values); raise on an error, return the values."""
+    error, *values = result if isinstance(result, tuple) else (result,)
+    if int(error) != 0:
+        raise RuntimeError(f"CUDA error {error}")
+    return values[0] if len(values) == 1 else values
+
+
+def gpu_compute_capability() -> int | None:
+    """The first GPU's compute capability as an int (89 for SM 8.9), or None without a usable GPU."""
+    try:
+        cudart = _cudart()
+    except ValueError:
+        return None
+    error, count = cudart.cudaGetDeviceCount()
+    if int(error) != 0 or count == 0:
+        return None
+    props = _check(cudart.cudaGetDeviceProperties(0))
+    return props.major * 10 + props.minor
+
+
+def trt_unavailable(manifest: Manifest) -> str | None:
+    """Why the TensorRT backend cannot run this bundle here, or None when it can."""
+    if not manifest.engines:
+        return "the bundle has no engines (exported with --engines none or without a TensorRT builder)"
+    if set(manifest.engines) != set(manifest.components):
+        return f"engines are missing for {', '.join(sorted(set(manifest.components) - set(manifest.engines)))}"
+    flavour = next(iter(manifest.engines.values())).flavour
+    try:
+        import_tensorrt(flavour)
+    except ValueError as error:
+        return str(error)
+    sm = gpu_compute_capability()
+    if sm is None:
+        return "no usable NVIDIA GPU (cuda-python found no device)"
+    targets = next(iter(manifest.engines.values())).compute_capabilities
+    if flavour == "rtx" and sm not in targets:
+        return f"the engines target SM {targets}, this GPU is SM{sm} (re-export with --sm {sm})"
+    return None
+
+
+class _Engine:
+    """A deserialized engine with one execution context per optimization profile and a stream."""
+
+    def __init__(self, path: Path, flavour: str):
+        trt = import_tensorrt(flavour)
+        self.cudart = _cudart()
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise ValueError(f"TensorRT cannot load {path} (built by another TensorRT version or for another GPU); "
+                             "re-export the bundle on this machine")
+        self.stream = _check(self.cudart.cudaStreamCreate())
+        self.contexts = []
+        for profile in range(self.engine.num_optimization_profiles):
+            context = self.engine.create_execution_context()
+            context.set_optimization_profile_async(profile, self.stream)
+            self.contexts.append(context)
+        self.buffers: dict[tuple[int, str], tuple[int, int]] = {}  # (profile, name) -> (pointer, bytes)
+
+    def check_shape(self, profile: int, name: str, shape: tuple[int, ...]) -> None:
+        low, _, high = self.engine.get_tensor_profile_shape(name, profile)
+        if len(shape) != len(low) or any(s < lo or s > hi for s, lo, hi in zip(shape, low, high)):
+            raise ValueError(f"{name} of shape {shape} is outside the engine's profile {profile} "
+                             f"(min {tuple(low)}, max {tuple(high)})")
+
+    def buffer(self, profile: int, name: str, nbytes: int) -> int:
+        """A device buffer for `name` of at least nbytes, reused across calls."""
+        pointer, size = self.buffers.get((profile, name), (0, 0))
+        if size < nbytes:
+            if pointer:
+                _check(self.cudart.cudaFree(pointer))
+            pointer = _check(self.cudart.cudaMalloc(max(nbytes, 1)))
+            self.buffers[(profile, name)] = (pointer, nbytes)
+        return pointer
+
+    def upload(self, pointer: int, array: np.ndarray) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        _check(self.cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, kind, self.stream))
+
+    def download(self, array: np.ndarray, pointer: int) -> None:
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _check(self.cudart.cudaMemcpyAsync(array.ctypes.data, pointer, array.nbytes, kind, self.stream))
+
+    def execute(self, profile: int, feeds: dict[str, np.ndarray], device_inputs: dict[str, int],
+                outputs: dict[str, np.dtype]) -> dict[str, tuple[int, tuple[int, ...], np.dtype]]:
+        """Upload feeds, bind device inputs, enqueue; returns output name -> (pointer, shape, dtype) on device."""
+        context = self.contexts[profile]
+        for name, array in feeds.items():
+            self.check_shape(profile, name, array.shape)
+            context.set_input_shape(name, array.shape)
+            pointer = self.buffer(profile, name, array.nbytes)
+            self.upload(pointer, array)
+            context.set_tensor_address(name, pointer)
+        for name, (pointer, shape) in device_inputs.items():
+            self.check_shape(profile, name, shape)
+            context.set_input_shape(name, shape)
+            context.set_tensor_address(name, pointer)
+        result = {}
+        for name, dtype in outputs.items():
+            shape = tuple(context.get_tensor_shape(name))
+            pointer = self.buffer(profile, name, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+            context.set_tensor_address(name, pointer)
+            result[name] = (pointer, shape, dtype)
+        if not context.execute_async_v3(self.stream):
+            raise RuntimeError("TensorRT enqueue failed; see the TensorRT log above")
+        return result
+
+    def synchronize(self) -> None:
+        _check(self.cudart.cudaStreamSynchronize(self.stream))
+
+    def close(self) -> None:
+        for pointer, _ in self.buffers.values():
+            self.cudart.cudaFree(pointer)
+        self.buffers = {}
+        if self.stream is not None:
+            self.cudart.cudaStreamDestroy(self.stream)
+            self.stream = None
+        self.contexts = []
+
+
+class TrtSession(Session):
+    def __init__(self, path: Path, contract, precision: str, flavour: str):
+        super().__init__(contract, precision)
+        self._engine = _Engine(path, flavour)
+        self._outputs = {s.name: numpy_dtype(s.dtype, precision) for s in contract.outputs}
+
+    def _run(self, feeds):
+        on_device = self._engine.execute(0, feeds, {}, self._outputs)
+        host = {}
+        for name, (pointer, shape, dtype) in on_device.items():
+            host[name] = np.empty(shape, dtype)
+            self._engine.download(host[name], pointer)
+        self._engine.synchronize()
+        return [host[s.name] for s in self.contract.outputs]
+
+    def close(self) -> None:
+        self._engine.close()
+
+
+class TrtPagedLLM(PagedLLM):
+    """Profile 0 = prefill, 1 = decode (the contract's order)."""
+
+    def __init__(self, path: Path, contract, precision: str, num_blocks: int, flavour: str):
+        super().__init__(contract, precision, num_blocks)
+        self._engine = _Engine(path, flavour)
+        self._pool = _check(self._engine.cudart.cudaMalloc(self.pool_bytes))
+        _check(self._engine.cudart.cudaMemset(self._pool, 0, self.pool_bytes))
+        self._slot_bytes = int(np.prod(self.block_shape[1:])) * np.dtype(self.dtype).itemsize
+        self._outputs = {"logits": np.float32, "new_kv": self.dtype}
+        decode = contract.profiles[1]
+        self._decode_batch = decode.dims["batch"][2]
+
+    def forward(self, batch: LLMBatch) -> np.ndarray:
+        B, T = batch.input_ids.shape
+        profile = 1 if T == 1 and B <= self._decode_batch else 0
+        feeds = {
+            "input_ids": batch.input_ids, "input_embeds": batch.input_embeds.astype(self.dtype),
+            "embed_mask": batch.embed_mask, "position_ids": batch.position_ids, "block_table": batch.block_table,
+            "context_lens": batch.context_lens, "prefix_lens": batch.prefix_lens,
+        }
+        pool = (self._pool, (self.num_blocks, *self.block_shape))
+        out = self._engine.execute(profile, {k: np.ascontiguousarray(v) for k, v in feeds.items()},
+                                   {"kv_pool": pool}, self._outputs)
+        logits_ptr, shape, _ = out["logits"]
+        logits = np.empty(shape, np.float32)
+        self._engine.download(logits, logits_ptr)
+        self._commit(out["new_kv"][0], batch.slots.reshape(-1))
+        self._engine.synchronize()
+        return logits
+
+    def _commit(self, new_kv: int, slots: np.ndarray) -> None:
+        """new_kv row i -> pool slot slots[i], one copy per run of consecutive slots."""
+        cudart, kind = self._engine.cudart, self._engine.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        breaks = np.flatnonzero(np.diff(slots) != 1) + 1
+        for run in np.split(np.arange(len(slots)), breaks):
+            src = new_kv + int(run[0]) * self._slot_bytes
+            dst = self._pool + int(slots[run[0]]) * self._slot_bytes
+            _check(cudart.cudaMemcpyAsync(dst, src, len(run) * self._slot_bytes, kind, self._engine.stream))
+
+    def copy_block(self, src: int, dst: int) -> None:
+        block = self.block_shape[0] * self._slot_bytes
+        kind = self._engine.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        _check(self._engine.cudart.cudaMemcpyAsync(self._pool + dst * block, self._pool + src * block, block, kind,
+                                                   self._engine.stream))
+
+    def close(self) -> None:
+        if self._pool:
+            self._engine.cudart.cudaFree(self._pool)
+            self._pool = 0
+        self._engine.close()
+
+
+class TrtBackend(Backend):
+    name = "trt"
+
+    def __init__(self, bundle: Path, manifest: Manifest):
+        self.bundle = bundle
+        self.manifest = manifest
+
+    def _engine(self, component: str):
+        record, engine = self.manifest.components[component], self.manifest.engines[component]
+        return self.bundle / "engines" / engine.path, record.contract, record.precision, engine.flavour
+
+    def session(self, component: str) -> Session:
+        return TrtSession(*self._engine(component))
+
+    def paged_llm(self, num_blocks: int) -> PagedLLM:
+        path, contract, precision, flavour = self._engine("llm")
+        return TrtPagedLLM(path, contract, precision, num_blocks, flavour)

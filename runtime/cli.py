@@ -1,0 +1,193 @@
+"""`vp`: generate with a bundle (`vp generate`), describe one (`vp info`).
+
+Thin click layers over vp.runtime.pipeline and vp.runtime.media. Without
+--bundle, `vp generate` uses the default bundle (the tiny preset), exporting it
+into the cache folder on first use ($VP_CACHE, else ~/.cache/vp).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+
+from vp.runtime.backends import BACKENDS
+from vp.runtime.vocab import Task
+
+DEFAULT_PRESET = "tiny"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VP_CACHE", Path.home() / ".cache" / "vp"))
+
+
+def default_bundle() -> Path:
+    """The default preset's bundle in the cache, exported on first use (needs `vp[export]`)."""
+    bundle = cache_dir() / "bundles" / DEFAULT_PRESET
+    if (bundle / "manifest.json").is_file():
+        return bundle
+    try:
+        from vp.export.bundle import ExportConfig, export_bundle
+    except ImportError as error:
+        raise click.ClickException(f"no --bundle given and the default bundle needs exporting, which needs torch "
+                                   f"({error.name} is missing): pip install torch==2.13.0 && pip install "
+                                   f"'vp[export]', or pass --bundle DIR") from None
+    click.echo(f"first use: exporting the {DEFAULT_PRESET} preset into {bundle} (once)", err=True)
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    export_bundle(ExportConfig(preset=DEFAULT_PRESET, out=bundle, engines="none", force=True))
+    return bundle
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log the backend choice and stage timings.")
+def main(verbose):
+    """vp: VideoPoet-architecture video generation with TensorRT or ONNX Runtime."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+
+
+def _box(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        x0, y0, x1, y1 = (int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected x0,y0,x1,y1 pixels, got {value!r}") from None
+    return x0, y0, x1, y1
+
+
+@main.command()
+@click.argument("prompt", default="")
+@click.option("--bundle", type=click.Path(path_type=Path), default=None,
+              help="Bundle folder from vp-export (default: the tiny preset, exported on first use).")
+@click.option("--task", type=click.Choice([t.value for t in Task]), default="t2v", show_default=True,
+              help="t2v text-to-video, t2i image, i2v image-to-video, continue, long (see --seconds), inpaint, "
+                   "outpaint, v2a video-to-audio, a2v, av-continue, stylize, uncond.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("vp.mp4"),
+              show_default=True, help=".mp4 (H.264 + AAC), .png (t2i) or .wav (v2a); samples 2.. get -1, -2 ...")
+@click.option("--image", type=click.Path(path_type=Path), help="Input image (i2v).")
+@click.option("--video", type=click.Path(path_type=Path), help="Input video (continue, long, inpaint, outpaint, v2a, ...).")
+@click.option("--audio", type=click.Path(path_type=Path), help="Input audio (a2v, av-continue); default: --video's.")
+@click.option("--mask", type=click.Path(path_type=Path), help="Mask image for inpaint/outpaint: white = fill.")
+@click.option("--box", callback=_box, help="Mask box x0,y0,x1,y1 in pixels (inpaint fills it, outpaint keeps it).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--temperature", type=float, default=None, help="0 = greedy (default: the bundle's).")
+@click.option("--top-k", type=int, default=None, help="0 = off (default: the bundle's).")
+@click.option("--top-p", type=float, default=None, help="1.0 = off (default: the bundle's).")
+@click.option("--cfg", "cfg_scale", type=float, default=None, help="Guidance scale, 1.0 = off (default: the bundle's).")
+@click.option("--samples", type=int, default=1, show_default=True, help="Samples of the prompt (they share the prefix).")
+@click.option("--seconds", type=float, default=None, help="Long video: length in seconds (1-second continuations).")
+@click.option("--portrait", is_flag=True, help="Portrait output (the <res> layout).")
+@click.option("--sr", is_flag=True, help="Run the super-resolution stage(s).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="auto: TensorRT when engines match this GPU, else ONNX Runtime.")
+def generate(prompt, bundle, task, output, image, video, audio, mask, box, seed, temperature, top_k, top_p,
+             cfg_scale, samples, seconds, portrait, sr, backend):
+    """Generate from PROMPT with a bundle and write the result."""
+    from tqdm import tqdm
+
+    from vp.runtime import media
+    from vp.runtime.pipeline import Pipeline
+
+    overrides = {k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p,
+                                       cfg_scale=cfg_scale).items() if v is not None}
+    try:
+        _check_output(output, task)
+        with Pipeline.load(bundle or default_bundle(), backend=backend) as pipeline:
+            b = pipeline.bundle
+            size = tuple(b.manifest.clip["portrait"]) if portrait else b.frame_size
+            inputs = {}
+            if image:
+                inputs["image"] = media.read_image(image, size)
+            if video:
+                inputs["video"] = media.read_video(video, size, b.media.fps)
+            if audio or (video and task in {"a2v", "av-continue"}):
+                inputs["audio"] = media.read_audio(audio or video, b.media.sample_rate)
+            if mask or box:
+                inputs["mask"] = _mask(mask, box, size, task)
+            with tqdm(unit="tok", desc="tokens", leave=False) as bar:
+
+                def advance(done, total):
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+                common = dict(prompt=prompt, seed=seed, sr=sr, portrait=portrait, on_token=advance, **overrides)
+                if task == "long" and seconds is not None:
+                    result = pipeline.long_video(seconds=seconds, video=inputs.get("video"), **common)
+                else:
+                    result = pipeline.generate(task=task, num_samples=samples, **inputs, **common)
+            paths = [_write(output, i, s, result, inputs, task) for i, s in enumerate(result.samples)]
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    t = result.timings
+    click.echo(f"wrote {', '.join(map(str, paths))}  (backend {pipeline.backend.name}; "
+               f"{t['total'] / 1e3:.1f} s total, {t['llm_decode'] / max(t['decode_steps'], 1):.1f} ms per decode step)")
+
+
+def _check_output(output: Path, task: str) -> None:
+    suffixes = {".mp4"} | ({".png"} if task == "t2i" else set()) | ({".wav"} if task == "v2a" else set())
+    if output.suffix.lower() not in suffixes:
+        raise ValueError(f"output {output}: task {task} writes {' or '.join(sorted(suffixes))}")
+    if not output.parent.is_dir():
+        raise ValueError(f"output folder {output.parent} does not exist")
+
+
+def _mask(path, box, size, task) -> np.ndarray:
+    """[H, W] bool, True = pixels to fill."""
+    if path:
+        from vp.runtime.media import read_image
+
+        return read_image(path, size).mean(-1) > 127
+    x0, y0, x1, y1 = box
+    inside = np.zeros(size, bool)
+    inside[max(y0, 0):y1, max(x0, 0):x1] = True
+    return inside if task != "outpaint" else ~inside
+
+
+def _write(output: Path, index: int, sample, result, inputs, task) -> Path:
+    from vp.runtime import media
+
+    path = output if index == 0 else output.with_name(f"{output.stem}-{index}{output.suffix}")
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        return media.write_png(path, sample.frames[0])
+    if suffix == ".wav":
+        return media.write_wav(path, sample.audio, result.sample_rate)
+    frames = sample.frames if len(sample.frames) else inputs["video"]  # v2a: the given video with its new audio
+    return media.write_mp4(path, frames, result.fps, sample.audio if len(sample.audio) else None, result.sample_rate)
+
+
+@main.command()
+@click.option("--bundle", type=click.Path(path_type=Path), required=True, help="Bundle folder from vp-export.")
+def info(bundle):
+    """Describe a bundle: preset, components, precision, engines, layouts."""
+    from vp.runtime.bundle import Bundle
+    from vp.runtime.vocab import Task as T
+
+    try:
+        b = Bundle.open(bundle)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    m = b.manifest
+    llm = m.preset["llm"]
+    click.echo(f"bundle {b.path}: preset {b.name}, format {m.format_version}")
+    click.echo(f"  llm: d_model {llm['d_model']}, {llm['n_layers']} layers, {llm['n_heads']} heads "
+               f"({llm['n_kv_heads']} kv), vocabulary {b.vocab.size}, context {llm['max_seq_len']}")
+    click.echo(f"  clip: {m.clip['frames']} frames {m.clip['height']}x{m.clip['width']} at {m.clip['fps']} fps, "
+               f"latent {tuple(m.clip['video_grid'])}, audio {m.clip['audio_frames']} x "
+               f"{b.vocab.audio_levels} codes at {m.clip['sample_rate']} Hz")
+    click.echo(f"  sampling defaults: {', '.join(f'{k}={v}' for k, v in m.sampling.items())}")
+    click.echo(f"  {'component':<16}{'precision':>10}{'ONNX MB':>10}{'engine':>24}")
+    for name, c in m.components.items():
+        e = m.engines.get(name)
+        engine = f"{e.flavour} SM{','.join(map(str, e.compute_capabilities)) or '-'} {e.bytes / 1e6:.0f}MB" if e else "-"
+        click.echo(f"  {name:<16}{c.precision:>10}{c.bytes / 1e6:>10.1f}{engine:>24}")
+    if not m.engines:
+        click.echo(f"  engines: none ({m.engines_note})")
+    builder = b.layouts()
+    click.echo("  sequence lengths (prefix + output) with 64 text tokens:")
+    for task in (T.TEXT_TO_VIDEO, T.TEXT_TO_IMAGE):
+        layout = builder.build(task, text_len=64, with_audio=task is T.TEXT_TO_VIDEO)
+        click.echo(f"    {task.value}: {layout.prefix_len} + {layout.output_len}")

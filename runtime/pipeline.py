@@ -1,0 +1,390 @@
+"""The generation pipeline: a bundle's components chained per task, torch-free.
+
+    pipeline = Pipeline.load("bundles/tiny")                  # backend="auto"
+    result = pipeline.generate(task="t2v", prompt="a red fox", seed=0)
+    result.frames  # [17, H, W, 3] uint8; result.audio [34000] float32
+
+Stages: text encoder -> media encoders (conditioning) -> LLM (paged KV cache,
+CFG) -> super-resolution (optional) -> video and audio decoders. A seeded run
+draws the same tokens as `vp.models.reference.generate` with the same seed:
+sample i uses the generator of seed + i for its tokens and its super-resolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vp.runtime.backends import open_backend
+from vp.runtime.bundle import Bundle
+from vp.runtime.conditioning import fit_audio, frames_from_model, prepare_media, video_to_model
+from vp.runtime.kv_cache import KVCacheManager, KVStats
+from vp.runtime.masked_decoding import guided_logits, masked_decode
+from vp.runtime.sampling import SamplingConfig, make_rng
+from vp.runtime.token_generator import Branch, LoopTimings, TokenGenerator
+from vp.runtime.vocab import SequenceLayout, Task
+
+log = logging.getLogger("vp.runtime")
+
+_TEXT_TASKS = frozenset(Task) - {Task.UNCONDITIONAL, Task.VIDEO_TO_AUDIO}
+
+
+@dataclass
+class Sample:
+    """tokens: [output_len] int64; frames: [T, H, W, 3] uint8; audio: [N] float32 (empty without audio)."""
+
+    tokens: np.ndarray
+    frames: np.ndarray
+    audio: np.ndarray
+
+
+@dataclass
+class GenerationResult:
+    """The first sample's tokens, frames and audio, all samples, per-stage timings (ms) and KV statistics."""
+
+    layout: SequenceLayout
+    samples: list[Sample]
+    sample_rate: int
+    fps: int
+    timings: dict[str, float] = field(default_factory=dict)
+    kv_stats: KVStats | None = None
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return self.samples[0].tokens
+
+    @property
+    def frames(self) -> np.ndarray:
+        return self.samples[0].frames
+
+    @property
+    def audio(self) -> np.ndarray:
+        return self.samples[0].audio
+
+
+@dataclass
+class FrameChunk:
+    """Frames [n, H, W, 3] uint8 that latent frame `latent_frame` completes (1 for the first, 4 after)."""
+
+    latent_frame: int
+    frames: np.ndarray
+
+
+class Pipeline:
+    """Chains the components of one bundle. Not thread-safe: one generation at a time."""
+
+    def __init__(self, bundle: Bundle, backend, why: str):
+        self.bundle = bundle
+        self.backend = backend
+        self.backend_reason = why
+        self._sessions: dict = {}
+        self._llm = None
+        self._manager: KVCacheManager | None = None
+        llm = bundle.manifest.components["llm"].contract
+        self.block_size = next(s for s in llm.inputs if s.name == "kv_pool").shape[1]
+        prefill, decode = llm.profiles
+        self._batches = (decode.dims["batch"][2], prefill.dims["batch"][2])
+        self.d_model = bundle.manifest.preset["llm"]["d_model"]
+
+    @classmethod
+    def load(cls, bundle: str | Path, backend: str = "auto", verify: bool = True) -> Pipeline:
+        """Open `bundle` with `backend` ("auto", "ort" or "trt"); the choice and why are logged."""
+        opened = Bundle.open(bundle, verify=verify)
+        chosen, why = open_backend(backend, opened)
+        log.info("backend %s: %s", chosen.name, why)
+        return cls(opened, chosen, why)
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        if self._llm is not None:
+            self._llm.close()
+        self._sessions, self._llm = {}, None
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def session(self, component: str):
+        if component not in self._sessions:
+            self._sessions[component] = self.backend.session(component)
+        return self._sessions[component]
+
+    # -- generation ---------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        *,
+        task: Task | str = Task.TEXT_TO_VIDEO,
+        prompt: str = "",
+        image: np.ndarray | None = None,
+        video: np.ndarray | None = None,
+        audio: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        seed: int = 0,
+        num_samples: int = 1,
+        with_audio: bool | None = None,
+        portrait: bool = False,
+        sr: bool = False,
+        sampling: SamplingConfig | None = None,
+        on_token: Callable[[int, int], None] | None = None,
+        **sampling_overrides,
+    ) -> GenerationResult:
+        """Generate num_samples samples of `task`; arguments as vp.models.reference.generate
+        (media as arrays: image [H, W, 3] uint8, video [T, H, W, 3] uint8, audio [N] float32,
+        mask [H, W] or [T, H, W] bool). on_token(done, total) reports progress."""
+        run = self._prepare(task, prompt, image, video, audio, mask, seed, num_samples, with_audio, portrait, sr,
+                            sampling, sampling_overrides)
+        tokens = self._tokens(run, on_token)
+        return self._finish(run, tokens)
+
+    def long_video(self, *, seconds: float, prompt: str = "", video: np.ndarray | None = None, seed: int = 0,
+                   on_token: Callable[[int, int], None] | None = None, **kwargs) -> GenerationResult:
+        """A video of `seconds` seconds: a text-to-video clip (or the given `video`), extended by
+        repeated 1-second continuations (task "long": the last fps + 1 frames condition the next
+        clip, whose new frames are appended). Step k samples with seed + k. No audio."""
+        fps = self.bundle.media.fps
+        target = round(seconds * fps) + 1
+        if seconds <= 0:
+            raise ValueError(f"seconds must be positive, got {seconds}")
+        if kwargs.pop("num_samples", 1) != 1 or kwargs.get("sr"):
+            raise ValueError("long videos are one sample without super-resolution")
+        kwargs.pop("with_audio", None)
+        results, frames = [], video
+        if frames is None:
+            results.append(self.generate(task=Task.TEXT_TO_VIDEO, prompt=prompt, seed=seed, with_audio=False,
+                                         on_token=on_token, **kwargs))
+            frames = results[0].frames
+        while len(frames) < target:
+            step = self.generate(task=Task.LONG_VIDEO, prompt=prompt, video=frames, seed=seed + len(results),
+                                 on_token=on_token, **kwargs)
+            results.append(step)
+            frames = np.concatenate([frames, step.frames[fps + 1:]])
+        last = results[-1] if results else None
+        if last is None:
+            raise ValueError(f"the given video already holds {len(frames)} frames, {seconds} s needs {target}")
+        timings = {k: sum(r.timings.get(k, 0.0) for r in results) for k in last.timings}
+        tokens = np.concatenate([r.tokens for r in results])
+        return GenerationResult(layout=last.layout, samples=[Sample(tokens=tokens, frames=frames[:target],
+                                                                    audio=np.zeros(0, np.float32))],
+                                sample_rate=last.sample_rate, fps=fps, timings=timings, kv_stats=last.kv_stats)
+
+    def stream(self, *, on_token: Callable[[int, int], None] | None = None, **kwargs) -> Iterator[FrameChunk]:
+        """generate() (same keywords) that yields the frames of each latent frame as soon as
+        the LLM has produced it (the causal decoder makes them final). One sample, no
+        super-resolution."""
+        args = dict(_GENERATE_DEFAULTS)
+        overrides = {k: v for k, v in kwargs.items() if k not in args}
+        args.update({k: v for k, v in kwargs.items() if k in args}, sampling_overrides=overrides)
+        if args["sr"] or args["num_samples"] != 1:
+            raise ValueError("stream() yields one sample without super-resolution")
+        run = self._prepare(**args)
+        layout, vocab = run.layout, self.bundle.vocab
+        if layout.video_grid is None:
+            raise ValueError(f"task {layout.task.value} generates no video to stream")
+        per_frame = layout.video_grid[1] * layout.video_grid[2]
+        lo, hi = vocab.visual_range()
+        codes: list[int] = []
+        done = 0
+        for position, ids in enumerate(self._token_stream(run)):
+            if on_token:
+                on_token(position + 1, layout.output_len)
+            if lo <= ids[0] < hi:
+                codes.append(int(ids[0]) - lo)
+                if len(codes) % per_frame == 0:
+                    t = len(codes) // per_frame
+                    grid = (t, *layout.video_grid[1:])
+                    frames = self._decode_video(np.array(codes).reshape(grid))
+                    yield FrameChunk(latent_frame=t - 1, frames=frames[done:])
+                    done = len(frames)
+
+    @dataclass
+    class _Run:
+        layout: SequenceLayout
+        branches: list[Branch]
+        sampling: SamplingConfig
+        rngs: list[np.random.Generator]
+        num_samples: int
+        sr: bool
+        text: tuple[np.ndarray, np.ndarray] | None  # embeddings [1, L, width], mask [1, L]
+        timings: dict[str, float]
+        loop: LoopTimings
+        start: float
+
+    def _prepare(self, task, prompt, image, video, audio, mask, seed, num_samples, with_audio, portrait, sr,
+                 sampling, sampling_overrides) -> Pipeline._Run:
+        start = time.perf_counter()
+        task = Task(task)
+        b = self.bundle
+        sampling = dataclasses.replace(sampling or b.sampling, **sampling_overrides)
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        if with_audio is None:
+            with_audio = task in {Task.TEXT_TO_VIDEO, Task.UNCONDITIONAL}
+        if sr:
+            self._check_superres(task, portrait)
+        timings: dict[str, float] = {}
+        text = None
+        if prompt and task in _TEXT_TASKS:
+            tick = time.perf_counter()
+            tokens = b.tokenizer.tokenize([prompt])
+            (embeddings,) = self.session("text_encoder").run(text_ids=tokens.ids, text_mask=tokens.mask)
+            text = (embeddings, tokens.mask)
+            timings["text_encoder"] = _ms(tick)
+        tick = time.perf_counter()
+        video_codes, audio_codes = self._conditioning(task, image, video, audio, mask)
+        if video_codes is not None or audio_codes is not None:
+            timings["conditioning"] = _ms(tick)
+        builder = b.layouts()
+        text_len = 0 if text is None else int(text[1].sum())
+        inputs = dict(video=video_codes, audio=audio_codes, with_audio=with_audio, portrait=portrait)
+        layout = builder.build(task, text_len=text_len, **inputs)
+        branches = [Branch(layout, None if text is None else text[0][0])]
+        if sampling.guided and text_len:
+            branches.append(Branch(builder.build(task, text_len=0, **inputs), None))
+        return Pipeline._Run(layout=layout, branches=branches, sampling=sampling,
+                             rngs=[make_rng(seed + i) for i in range(num_samples)], num_samples=num_samples,
+                             sr=sr, text=text, timings=timings, loop=LoopTimings(), start=start)
+
+    def _check_superres(self, task: Task, portrait: bool) -> None:
+        stages = self.bundle.superres_stages
+        if not stages:
+            raise ValueError(f"bundle {self.bundle.path} has no super-resolution stage")
+        low = tuple(self.bundle.manifest.preset["superres"][0]["low_res_grid"])
+        grid = self.bundle.geometry.portrait_grid if portrait else self.bundle.geometry.video_grid
+        if task in {Task.TEXT_TO_IMAGE, Task.VIDEO_TO_AUDIO} or grid != low:
+            raise ValueError(f"super-resolution works on whole clips of latent grid {low}")
+
+    def _conditioning(self, task: Task, image, video, audio, mask):
+        video, wave = prepare_media(task, self.bundle.media, image=image, video=video, audio=audio, mask=mask)
+        video_codes = audio_codes = None
+        if video is not None:
+            _check_size("video", video, self.bundle.frame_size, portrait=self.bundle.manifest.clip["portrait"])
+            (codes,) = self.session("video_encoder").run(video=video_to_model(video))
+            video_codes = codes[0]
+        if wave is not None:
+            hop = math.prod(self.bundle.manifest.preset["audio_tokenizer"]["strides"])
+            if len(wave) < hop:
+                raise ValueError(f"audio must hold at least {hop} samples (one frame), got {len(wave)}")
+            (codes,) = self.session("audio_encoder").run(wave=wave[None, :len(wave) // hop * hop])
+            audio_codes = codes[0]
+        return video_codes, audio_codes
+
+    def _ensure_llm(self, blocks: int) -> TokenGenerator:
+        """The LLM with a KV pool of at least `blocks` blocks (grown when a request needs more)."""
+        if self._llm is None or self._llm.num_blocks < blocks:
+            if self._llm is not None:
+                self._llm.close()
+            self._llm = self.backend.paged_llm(blocks)
+            self._manager = KVCacheManager(blocks, self.block_size)
+        return TokenGenerator(self._llm, self._manager, self.d_model, *self._batches)
+
+    def _token_stream(self, run: Pipeline._Run) -> Iterator[np.ndarray]:
+        layouts = [branch.layout for branch in run.branches]
+        generator = self._ensure_llm(TokenGenerator.blocks_needed(layouts, run.num_samples, self.block_size))
+        self._generator = generator
+        yield from generator.generate(run.branches, run.num_samples, run.sampling, run.rngs, run.loop,
+                                      time.perf_counter)
+
+    def _tokens(self, run: Pipeline._Run, on_token) -> np.ndarray:
+        total = run.layout.output_len
+        out = np.zeros((run.num_samples, total), np.int64)
+        for position, ids in enumerate(self._token_stream(run)):
+            out[:, position] = ids
+            if on_token:
+                on_token(position + 1, total)
+        return out
+
+    def _finish(self, run: Pipeline._Run, tokens: np.ndarray) -> GenerationResult:
+        b = self.bundle
+        timings = run.timings
+        timings["llm_prefill"] = run.loop.prefill_ms
+        timings["llm_decode"] = run.loop.decode_ms
+        samples = []
+        for i in range(run.num_samples):
+            vcodes, acodes = run.layout.split_output(tokens[i], b.vocab)
+            if run.sr and vcodes is not None:
+                tick = time.perf_counter()
+                vcodes = self._super_resolve(vcodes, run.text, run.rngs[i])
+                timings["superres"] = timings.get("superres", 0.0) + _ms(tick)
+            tick = time.perf_counter()
+            if vcodes is None:
+                frames = np.zeros((0, *b.frame_size, 3), np.uint8)
+            else:
+                frames = self._decode_video(vcodes)
+                timings["video_decoder"] = timings.get("video_decoder", 0.0) + _ms(tick)
+            tick = time.perf_counter()
+            wave = np.zeros(0, np.float32)
+            if acodes is not None:
+                (decoded,) = self.session("audio_decoder").run(audio_codes=acodes[None])
+                wave = fit_audio(decoded[0], b.media.audio_samples)
+                timings["audio_decoder"] = timings.get("audio_decoder", 0.0) + _ms(tick)
+            samples.append(Sample(tokens=tokens[i], frames=frames, audio=wave))
+        timings["total"] = _ms(run.start)
+        timings["decode_steps"] = run.loop.decode_steps
+        return GenerationResult(layout=run.layout, samples=samples, sample_rate=b.media.sample_rate,
+                                fps=b.media.fps, timings=timings, kv_stats=self._generator.kv_stats())
+
+    def _decode_video(self, codes: np.ndarray) -> np.ndarray:
+        (video,) = self.session("video_decoder").run(codes=codes[None])
+        return frames_from_model(video[0])
+
+    def _super_resolve(self, codes: np.ndarray, text, rng: np.random.Generator) -> np.ndarray:
+        """Low-res codes [t, h, w] -> [t, 2^s h, 2^s w]; CFG branches batched in one call per step."""
+        if text is None:
+            width = self.d_model
+            embeds, tmask = np.zeros((1, 1, width), np.float32), np.zeros((1, 1), bool)
+        else:
+            embeds, tmask = text
+        for stage, config in zip(self.bundle.superres_stages, self.bundle.manifest.preset["superres"]):
+            session = self.session(stage)
+            bits, factors = config["codebook_bits"], config["factors"]
+            ct, cl = config["cfg_text"], config["cfg_lowres"]
+            low = codes.reshape(1, -1)
+            null_low = np.full_like(low, 2**bits)
+            branches = [(low, tmask)]
+            if ct != 1.0:
+                branches.append((low, np.zeros_like(tmask)))
+            if cl != 1.0:
+                branches.append((null_low, tmask))
+            lows = np.concatenate([b[0] for b in branches])
+            masks = np.concatenate([b[1] for b in branches])
+            texts = np.repeat(embeds, len(branches), axis=0)
+
+            def logits_fn(tokens, session=session, lows=lows, masks=masks, texts=texts, ct=ct, cl=cl):
+                (logits,) = session.run(tokens=np.repeat(tokens, len(lows), axis=0), low_res=lows, text=texts,
+                                        text_mask=masks)
+                nt = logits[1:2] if ct != 1.0 else None
+                nl = logits[-1:] if cl != 1.0 else None
+                return guided_logits(logits[:1], nt, nl, cfg_text=ct, cfg_lowres=cl)
+
+            high = tuple(config["low_res_grid"][:1]) + tuple(2 * d for d in config["low_res_grid"][1:])
+            sub = masked_decode(logits_fn, num_tokens=math.prod(high), factors=factors,
+                                classes=2 ** (bits // factors), steps=config["steps"], rng=rng)
+            codes = sub.reshape(high)
+        return codes
+
+
+_GENERATE_DEFAULTS = dict(task=Task.TEXT_TO_VIDEO, prompt="", image=None, video=None, audio=None, mask=None, seed=0,
+                          num_samples=1, with_audio=None, portrait=False, sr=False, sampling=None,
+                          sampling_overrides={})
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1e3
+
+
+def _check_size(name: str, frames: np.ndarray, size: tuple[int, int], portrait) -> None:
+    sizes = [tuple(size)] + ([tuple(portrait)] if portrait else [])
+    if tuple(frames.shape[1:3]) not in sizes:
+        raise ValueError(f"{name}: frames of {frames.shape[1]}x{frames.shape[2]} (H x W); this bundle takes "
+                         f"{' or '.join(f'{h}x{w}' for h, w in sizes)} (vp.runtime.media.read_* resize for you)")

@@ -1,0 +1,170 @@
+"""The LLM loop of the runtime: prefill, then decode over the paged KV cache.
+
+One generation runs N samples of one layout, each with its conditional branch
+and (with classifier-free guidance) its unconditional branch: 2N sequences.
+The conditional prefix is prefilled once and forked into N samples; so is the
+unconditional one, so the N samples share their prefix blocks. Every output
+position is then either forced by the layout (fed, never sampled) or drawn
+from the CFG-mixed logits of its sample with that sample's own generator.
+Runs of forced ids are fed in one call, like the torch reference.
+
+Calls respect the engine's optimization profiles: one new token per sequence
+goes in decode calls of at most the decode profile's batch; several new tokens
+(prefill, forced runs) in prefill calls of at most its batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from vp.runtime.backends.base import LLMBatch, PagedLLM
+from vp.runtime.kv_cache import KVCacheManager, KVStats
+from vp.runtime.sampling import SamplingConfig, cfg_mix, sample
+from vp.runtime.vocab import SequenceLayout
+
+
+@dataclass
+class Branch:
+    """One prefix to run: a layout and the text embeddings [text_len, d_model] for its text slots."""
+
+    layout: SequenceLayout
+    text: np.ndarray | None
+
+
+@dataclass
+class LoopTimings:
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    decode_steps: int = 0
+
+
+class TokenGenerator:
+    """Generates output tokens with a PagedLLM and its KVCacheManager.
+
+    max_batch: {tokens_per_call: max sequences per call}: from the engine
+    profiles (decode: T = 1; prefill: T > 1).
+    """
+
+    def __init__(self, llm: PagedLLM, manager: KVCacheManager, d_model: int, decode_batch: int, prefill_batch: int):
+        self.llm = llm
+        self.manager = manager
+        self.d_model = d_model
+        self.decode_batch = decode_batch
+        self.prefill_batch = prefill_batch
+        self.block_size = manager.block_size
+
+    @staticmethod
+    def blocks_needed(layouts: list[SequenceLayout], num_samples: int, block_size: int) -> int:
+        """Pool blocks for num_samples samples of each layout (no sharing assumed, +1 block each for copy-on-write)."""
+        return sum(num_samples * (math.ceil(layout.total_len / block_size) + 1) for layout in layouts)
+
+    def generate(
+        self,
+        branches: list[Branch],
+        num_samples: int,
+        sampling: SamplingConfig,
+        rngs: list[np.random.Generator],
+        timings: LoopTimings,
+        clock: Callable[[], float],
+    ) -> Iterator[np.ndarray]:
+        """Yield the ids [num_samples] of each output position in order.
+
+        branches: [conditional] or [conditional, unconditional] (CFG). Sequences
+        are freed when the generator finishes or is closed.
+        """
+        layout = branches[0].layout
+        seqs = [[(b, i) for i in range(num_samples)] for b in range(len(branches))]  # [branch][sample]
+        try:
+            start = clock()
+            logits = [self._prefill(b, branch, num_samples) for b, branch in enumerate(branches)]  # [branch] (N, V)
+            timings.prefill_ms += (clock() - start) * 1e3
+            pending = np.zeros((num_samples, 0), np.int64)
+            for forced, low, high in layout.positions():
+                if forced >= 0:
+                    ids = np.full(num_samples, forced, np.int64)
+                else:
+                    if pending.shape[1]:
+                        start = clock()
+                        logits = self._feed(seqs, pending)
+                        timings.decode_ms += (clock() - start) * 1e3
+                        timings.decode_steps += 1
+                        pending = pending[:, :0]
+                    scale = sampling.cfg_scale if len(branches) > 1 else 1.0
+                    ids = np.array([
+                        sample(cfg_mix(logits[0][i:i + 1], logits[-1][i:i + 1], scale),
+                               low=low, high=high, config=sampling, rng=rngs[i])[0]
+                        for i in range(num_samples)], np.int64)
+                pending = np.concatenate([pending, ids[:, None]], axis=1)
+                yield ids
+        finally:
+            self.stats = self.manager.stats()
+            for branch_seqs in seqs:
+                for seq in branch_seqs:
+                    if seq in self.manager.tables:
+                        self.manager.free(seq)
+
+    def _prefill(self, b: int, branch: Branch, num_samples: int) -> np.ndarray:
+        """Prefill the branch's prefix once (reusing cached blocks), fork it to every sample; logits [N, V]."""
+        layout = branch.layout
+        key = b"" if branch.text is None else hashlib.sha256(np.ascontiguousarray(branch.text).tobytes()).digest()
+        first = (b, 0)
+        cached = self.manager.add_sequence(first, layout.prefix, extra_key=key)
+        embeds = np.zeros((1, layout.prefix_len, self.d_model), np.float32)
+        if branch.text is not None:
+            embeds[0, layout.text_start:layout.text_start + layout.text_len] = branch.text[:layout.text_len]
+        new = slice(cached, layout.prefix_len)
+        logits = self._call([first], layout.prefix[None, new], embeds[:, new], layout.text_mask()[None, new],
+                            prefix_lens=[layout.prefix_len])
+        for i in range(1, num_samples):
+            self.manager.fork(first, (b, i))
+        return np.repeat(logits, num_samples, axis=0)
+
+    def _feed(self, seqs, pending: np.ndarray) -> list[np.ndarray]:
+        """Append pending [N, T] ids to every branch's sequences; per branch, logits [N, V]."""
+        flat = [seq for branch_seqs in seqs for seq in branch_seqs]
+        ids = np.concatenate([pending] * len(seqs))  # (branches * N, T)
+        T = ids.shape[1]
+        step = self.decode_batch if T == 1 else self.prefill_batch
+        prefix_lens = [self.manager.tables[s].prefix.size for s in flat]
+        out = []
+        for lo in range(0, len(flat), step):
+            chunk = slice(lo, lo + step)
+            embeds = np.zeros((len(flat[chunk]), T, self.d_model), np.float32)
+            mask = np.zeros((len(flat[chunk]), T), bool)
+            out.append(self._call(flat[chunk], ids[chunk], embeds, mask, prefix_lens[chunk]))
+        logits = np.concatenate(out)
+        n = pending.shape[0]
+        return [logits[b * n:(b + 1) * n] for b in range(len(seqs))]
+
+    def _call(self, seqs, ids: np.ndarray, embeds: np.ndarray, embed_mask: np.ndarray, prefix_lens) -> np.ndarray:
+        """One engine call over `seqs` (same T each): allocate slots, copy-on-write, run, commit."""
+        T = ids.shape[1]
+        context = self.manager.context_lens(seqs)
+        slots = []
+        for seq in seqs:
+            allocation = self.manager.allocate_slots(seq, T)
+            for src, dst in allocation.copies:
+                self.llm.copy_block(src, dst)
+            slots.append(allocation.slots)
+        batch = LLMBatch(
+            input_ids=np.ascontiguousarray(ids, np.int64),
+            input_embeds=embeds,
+            embed_mask=embed_mask,
+            position_ids=context[:, None] + np.arange(T)[None],
+            block_table=self.manager.block_table(seqs),
+            context_lens=context,
+            prefix_lens=np.asarray(prefix_lens, np.int64),
+            slots=np.stack(slots),
+        )
+        logits = self.llm.forward(batch)
+        for seq, row in zip(seqs, ids):
+            self.manager.commit(seq, row)
+        return logits
+
+    def kv_stats(self) -> KVStats:
+        return self.stats
