@@ -102,7 +102,7 @@ def generate(prompt, bundle, task, output, image, video, audio, mask, box, seed,
             if image:
                 inputs["image"] = media.read_image(image, size)
             if video:
-                inputs["video"] = media.read_video(video, size, b.media.fps)
+                inputs["video"] = media.read_video(video, size, b.media.fps, max_frames=_max_frames(task, b))
             if audio or (video and task in {"a2v", "av-continue"}):
                 inputs["audio"] = media.read_audio(audio or video, b.media.sample_rate)
             if mask or box:
@@ -132,6 +132,16 @@ def _check_output(output: Path, task: str) -> None:
         raise ValueError(f"output {output}: task {task} writes {' or '.join(sorted(suffixes))}")
     if not output.parent.is_dir():
         raise ValueError(f"output folder {output.parent} does not exist")
+
+
+def _max_frames(task: str, bundle) -> int | None:
+    """How much of an input video a task reads: a whole clip, or less than one for continuations."""
+    frames = bundle.manifest.clip["frames"]
+    if task == "long":
+        return None  # the pipeline takes the last second
+    if task in {"continue", "av-continue"}:
+        return frames - (frames - 1) // (bundle.geometry.video_grid[0] - 1)  # leave one latent frame to generate
+    return frames
 
 
 def _mask(path, box, size, task) -> np.ndarray:
