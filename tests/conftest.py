@@ -28,3 +28,14 @@ def tiny_bundle(tmp_path_factory):
 def tiny_bundle_fp16(tmp_path_factory):
     """The same as tiny_bundle with fp16 graphs."""
     return _export_tiny(tmp_path_factory, "fp16")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where cuda-python finds an NVIDIA GPU."""
+    from vp.runtime.backends.trt import gpu_compute_capability
+
+    if any("gpu" in item.keywords for item in items) and gpu_compute_capability() is None:
+        skip = pytest.mark.skip(reason="needs an NVIDIA GPU (cuda-python found none)")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)

@@ -1,0 +1,56 @@
+"""The TensorRT backend on a real GPU (skipped without one): engines built for this GPU's
+compute capability, tokens equal to the torch reference, profile checks."""
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def gpu_bundle(tmp_path_factory):
+    from vp.engines.builder import usable_flavour
+    from vp.export.bundle import ExportConfig, export_bundle
+    from vp.runtime.backends.trt import gpu_compute_capability
+
+    flavour, why = usable_flavour()
+    if flavour is None:
+        pytest.skip(f"no TensorRT builder: {why}")
+    out = tmp_path_factory.mktemp("gpu") / "tiny"
+    export_bundle(ExportConfig(preset="tiny", out=out, engines=flavour, sm=(gpu_compute_capability(),)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trt_pipeline(gpu_bundle):
+    from vp.runtime.pipeline import Pipeline
+
+    with Pipeline.load(gpu_bundle, backend="trt") as pipeline:
+        yield pipeline
+
+
+def test_auto_picks_tensorrt(gpu_bundle):
+    from vp.runtime.pipeline import Pipeline
+
+    with Pipeline.load(gpu_bundle) as pipeline:
+        assert pipeline.backend.name == "trt", pipeline.backend_reason
+
+
+@pytest.mark.parametrize("task", ["t2v", "t2i"])
+def test_greedy_tokens_equal_the_reference(trt_pipeline, tiny_models, task):
+    from vp.models.reference import generate
+
+    kwargs = dict(task=task, prompt="a red fox in the snow", seed=0, temperature=0.0)
+    np.testing.assert_array_equal(trt_pipeline.generate(**kwargs).tokens, generate(tiny_models, **kwargs).tokens)
+
+
+def test_samples_with_cfg_share_blocks_on_the_device(trt_pipeline):
+    result = trt_pipeline.generate(task="t2i", prompt="a red fox " * 8, seed=0, num_samples=4)
+    assert result.kv_stats.saved_blocks > 0
+    assert len({s.tokens.tobytes() for s in result.samples}) > 1
+
+
+def test_shapes_outside_the_profile_are_refused(trt_pipeline):
+    session = trt_pipeline.session("text_encoder")
+    with pytest.raises(ValueError, match="outside the engine's profile"):
+        session.run(text_ids=np.zeros((1, 65), np.int64), text_mask=np.ones((1, 65), bool))
