@@ -107,6 +107,12 @@ class Manifest:
                 problems.append(f"{rel} is missing")
             elif sha256_of(path) != digest:
                 problems.append(f"{rel} was changed after export (sha256 differs)")
+        # external weights (graphs over 2 GB) are checked by size: hashing gigabytes at every load is too slow
+        for c in self.components.values():
+            paths = [bundle / "onnx" / c.onnx, *(bundle / "onnx" / e for e in c.external_data)]
+            if c.external_data and all(p.is_file() for p in paths) and sum(p.stat().st_size for p in paths) != c.bytes:
+                problems.append(f"onnx/{c.external_data[0]} does not have the size recorded at export")
+            problems += [f"onnx/{e} is missing" for e in c.external_data if not (bundle / "onnx" / e).is_file()]
         if problems:
             raise ValueError(f"bundle {bundle} fails its fingerprints: {'; '.join(problems)}; "
                              f"rebuild it with vp-export --preset {self.preset.get('name', '?')}")

@@ -49,7 +49,12 @@ class PagedPrefixLM(nn.Module):
         k_valid = torch.cat([past_pos < context_lens[:, None], torch.ones_like(position_ids, dtype=torch.bool)], 1)
         mask = prefix_lm_mask(position_ids, k_pos, prefix_lens, k_valid)  # (B, 1, T, S + T)
         cos, sin = rotary(position_ids, c.head_dim, c.rope_theta)
-        x = self.model.input_embeddings(input_ids, input_embeds, embed_mask)
+        # One [D, V] tensor serves the token lookup and the tied output projection, so the
+        # graph stores the embedding once (the exporter pre-transposes MatMul weights; a
+        # separate lookup would keep a second copy: +0.9 GB for the paper vocabulary in fp32).
+        table = self.model.tok_embeddings.weight.t()  # (D, V)
+        x = table[:, input_ids].permute(1, 2, 0)  # (B, T, D)
+        x = torch.where(embed_mask[..., None], input_embeds.to(x.dtype), x)
         new = []
         for layer, block in enumerate(self.model.blocks):
             past_k = past[:, :, layer, 0].transpose(1, 2).to(x.dtype)  # (B, KVH, S, hd)
@@ -57,5 +62,5 @@ class PagedPrefixLM(nn.Module):
             x, k, v = block(x, cos, sin, mask, past_k, past_v)
             new.append(torch.stack([k, v], dim=2))  # (B, KVH, 2, T, hd)
         new_kv = torch.stack(new, dim=1).permute(0, 4, 1, 3, 2, 5)  # (B, T, L, 2, KVH, hd)
-        logits = self.model.output_logits(x[:, -1:])[:, 0]  # (B, V)
+        logits = (self.model.norm(x[:, -1]) @ table).float()  # (B, V)
         return logits, new_kv.to(kv_pool.dtype)

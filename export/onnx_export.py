@@ -26,8 +26,6 @@ from vp.export.graphs import example_inputs, graph_for
 from vp.models.checkpoint import Models
 
 OPSET = 18
-# protobuf's limit: graphs above it keep their weights in external data files
-EXTERNAL_DATA_BYTES = 2 * 1024**3 - 64 * 1024**2
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -43,16 +41,15 @@ def export_component(models: Models, contract: Contract, path: str | Path, preci
         module = copy.deepcopy(module).half()
     module.eval()
     args = example_inputs(contract, dtype, models.preset)
-    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    if n_bytes <= EXTERNAL_DATA_BYTES:
-        _trace(module, args, contract, path)
-        return []
-    # above protobuf's 2 GB the exporter writes one file per weight: gather them into one
-    import onnx
-
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         traced = Path(scratch) / path.name
         _trace(module, args, contract, traced)
+        if len(list(Path(scratch).iterdir())) == 1:
+            traced.replace(path)
+            return []
+        # above protobuf's 2 GB the exporter writes one file per weight: gather them into one
+        import onnx
+
         model = onnx.load(str(traced), load_external_data=True)
         data_name = path.name + ".data"
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,

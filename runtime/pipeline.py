@@ -268,7 +268,7 @@ class Pipeline:
         video, wave = prepare_media(task, self.bundle.media, image=image, video=video, audio=audio, mask=mask)
         video_codes = audio_codes = None
         if video is not None:
-            _check_size("video", video, self.bundle.frame_size, portrait=self.bundle.manifest.clip["portrait"])
+            _check_video(video, self.bundle)
             (codes,) = self.session("video_encoder").run(video=video_to_model(video))
             video_codes = codes[0]
         if wave is not None:
@@ -383,8 +383,13 @@ def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def _check_size(name: str, frames: np.ndarray, size: tuple[int, int], portrait) -> None:
-    sizes = [tuple(size)] + ([tuple(portrait)] if portrait else [])
+def _check_video(frames: np.ndarray, bundle: Bundle) -> None:
+    """Frames [T, H, W, 3] must be 1 + 4k of the bundle's frame size (or portrait size)."""
+    step = 2 ** bundle.manifest.preset["video_tokenizer"]["temporal_downsamples"]
+    if (len(frames) - 1) % step:
+        raise ValueError(f"video: expected 1 + {step}k frames (1, {1 + step}, {1 + 2 * step}, ...), got {len(frames)}")
+    portrait = bundle.manifest.clip["portrait"]
+    sizes = [tuple(bundle.frame_size)] + ([tuple(portrait)] if portrait else [])
     if tuple(frames.shape[1:3]) not in sizes:
-        raise ValueError(f"{name}: frames of {frames.shape[1]}x{frames.shape[2]} (H x W); this bundle takes "
+        raise ValueError(f"video: frames of {frames.shape[1]}x{frames.shape[2]} (H x W); this bundle takes "
                          f"{' or '.join(f'{h}x{w}' for h, w in sizes)} (vp.runtime.media.read_* resize for you)")

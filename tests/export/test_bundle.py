@@ -41,11 +41,24 @@ def test_video_decoder_takes_one_and_five_latent_frames(tiny_bundle):
 
 
 def test_large_graphs_keep_weights_in_one_external_file(tmp_path, monkeypatch, tiny_models):
-    """Above protobuf's 2 GB limit weights go to `<graph>.onnx.data`; forced here with a 0-byte threshold."""
+    """Above protobuf's 2 GB the exporter writes a file per weight; vp gathers them into
+    `<graph>.onnx.data`. Forced here by having the tracer save every weight externally."""
+    import torch
+
     from vp.export import onnx_export
     from vp.export.contracts import contracts
 
-    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    real_export = torch.onnx.export
+
+    def export_like_a_large_model(*args, **kwargs):
+        import onnx
+
+        real_export(*args, **kwargs)
+        path = args[2]
+        model = onnx.load(path)
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=False, size_threshold=0)
+
+    monkeypatch.setattr(torch.onnx, "export", export_like_a_large_model)
     contract = contracts(tiny_models.preset)["audio_decoder"]
     external = onnx_export.export_component(tiny_models, contract, tmp_path / "audio_decoder.onnx")
     assert external == ["audio_decoder.onnx.data"]
