@@ -55,6 +55,7 @@ class Manifest:
     components: dict[str, ComponentRecord] = field(default_factory=dict)
     engines: dict[str, EngineRecord] = field(default_factory=dict)
     engines_note: str = ""
+    weights: str | None = None  # the safetensors folder exported, None for the preset's seeded init (seed 0)
     format_version: int = FORMAT_VERSION
 
     def write(self, bundle: Path) -> Path:
@@ -68,6 +69,7 @@ class Manifest:
             "components": {k: v.to_dict() for k, v in self.components.items()},
             "engines": {k: v.to_dict() for k, v in self.engines.items()},
             "engines_note": self.engines_note,
+            "weights": self.weights,
         }
         path.write_text(json.dumps(body, indent=2))
         return path
@@ -93,6 +95,7 @@ class Manifest:
             engines={k: EngineRecord(**{**v, "compute_capabilities": tuple(v["compute_capabilities"]),
                                         "profiles": tuple(v["profiles"])}) for k, v in body["engines"].items()},
             engines_note=body.get("engines_note", ""),
+            weights=body.get("weights"),
         )
 
     def verify(self, bundle: str | Path) -> None:

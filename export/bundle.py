@@ -128,7 +128,8 @@ def export_bundle(config: ExportConfig, on_step: Callable[[str, str, int], None]
     summary = ExportSummary(bundle=out, flavour=flavour, engines_note=why)
     try:
         manifest = Manifest(preset=preset.to_dict(), vocabulary=preset.vocab.to_dict(),
-                            sampling=preset.sampling.to_dict(), clip=clip_record(preset), engines_note=why)
+                            sampling=preset.sampling.to_dict(), clip=clip_record(preset), engines_note=why,
+                            weights=str(Path(config.weights).resolve()) if config.weights else None)
         selected = {k: v for k, v in contracts(preset).items() if not config.components or k in config.components}
         total = len(selected) * (2 if flavour else 1)
         for name, contract in selected.items():

@@ -14,7 +14,9 @@ mask [H, W] or [T, H, W] bool (True = the pixels to fill, for inpaint/outpaint).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,13 +59,17 @@ def generate(
     sr: bool = False,
     sampling: SamplingConfig | None = None,
     on_token: Callable[[int, int], None] | None = None,
+    timings: dict | None = None,
     **sampling_overrides,
 ) -> GenerationResult:
     """One sample of `task`. Sampling defaults come from the preset; keyword
     overrides (temperature=0 for greedy, top_k, top_p, cfg_scale) replace them.
     with_audio defaults to True for text-to-video and unconditional generation.
     on_token(done, total) is called after each output token (progress bars).
+    timings, when given, receives ms per stage and "decode_step_ends" (the
+    perf_counter() after each single-token feed), for vp bench.
     """
+    clock = _Clock(timings)
     task = Task(task)
     preset = models.preset
     sampling = dataclasses.replace(sampling or preset.sampling, **sampling_overrides)
@@ -72,7 +78,8 @@ def generate(
     if sr:
         _check_superres(preset, task, portrait)
     rng = make_rng(seed)
-    text = models.text_encoder.encode([prompt]) if prompt and _uses_text(task) else None
+    with clock("text_encoder"):
+        text = models.text_encoder.encode([prompt]) if prompt and _uses_text(task) else None
     text_len = 0 if text is None else int(text.mask.sum())
     video_codes, audio_codes = _conditioning(models, task, image, video, audio, mask)
     builder = SequenceBuilder(preset.vocab, preset.geometry)
@@ -81,17 +88,34 @@ def generate(
     branches = [(layout, text)]
     if sampling.guided and text_len:
         branches.append((builder.build(task, text_len=0, **inputs), None))
-    tokens = _decode(models, branches, sampling, rng, on_token)
+    tokens = _decode(models, branches, sampling, rng, on_token, clock)
     vcodes, acodes = layout.split_output(tokens, preset.vocab)
     if sr:
         vcodes = _super_resolve(models, vcodes, text, rng)
-    return GenerationResult(
-        layout=layout,
-        tokens=tokens,
-        frames=_frames(models, vcodes),
-        audio=_waveform(models, acodes),
-        sample_rate=preset.audio_tokenizer.sample_rate,
-    )
+    with clock("video_decoder"):
+        frames = _frames(models, vcodes)
+    with clock("audio_decoder"):
+        audio = _waveform(models, acodes)
+    return GenerationResult(layout=layout, tokens=tokens, frames=frames, audio=audio,
+                            sample_rate=preset.audio_tokenizer.sample_rate)
+
+
+class _Clock:
+    """Stage timer writing ms into a caller's dict (or nothing)."""
+
+    def __init__(self, timings: dict | None):
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        yield
+        if self.timings is not None:
+            self.timings[stage] = self.timings.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
+
+    def step_end(self) -> None:
+        if self.timings is not None:
+            self.timings.setdefault("decode_step_ends", []).append(time.perf_counter())
 
 
 def _check_superres(preset, task: Task, portrait: bool) -> None:
@@ -108,7 +132,7 @@ def _uses_text(task: Task) -> bool:
 
 @torch.no_grad()
 def _decode(models: Models, branches, sampling: SamplingConfig, rng: np.random.Generator,
-            on_token: Callable[[int, int], None] | None) -> np.ndarray:
+            on_token: Callable[[int, int], None] | None, clock: _Clock) -> np.ndarray:
     """Prefill each branch (conditional, then unconditional for CFG), then walk the
     output plan: forced ids are fed, sampled ids are drawn from the CFG-mixed
     logits of the last position. Runs of forced ids are fed in one forward.
@@ -116,6 +140,7 @@ def _decode(models: Models, branches, sampling: SamplingConfig, rng: np.random.G
     llm = models.llm
     layout = branches[0][0]
     caches, logits = [], []
+    start = time.perf_counter()
     for branch, text in branches:
         cache = KVCache(llm.config, 1, branch.total_len)
         ids = torch.from_numpy(branch.prefix)[None]
@@ -127,6 +152,8 @@ def _decode(models: Models, branches, sampling: SamplingConfig, rng: np.random.G
             embed_mask = torch.from_numpy(branch.text_mask())[None]
         logits.append(llm(ids, prefix_lens, embeds, embed_mask, cache=cache)[0, -1].numpy())
         caches.append((cache, prefix_lens))
+    if clock.timings is not None:
+        clock.timings["llm_prefill"] = (time.perf_counter() - start) * 1e3
     out: list[int] = []
     pending: list[int] = []
     positions = layout.positions()
@@ -134,6 +161,8 @@ def _decode(models: Models, branches, sampling: SamplingConfig, rng: np.random.G
         if forced < 0:
             if pending:
                 logits = _feed(llm, caches, pending)
+                if len(pending) == 1:
+                    clock.step_end()
                 pending = []
             mixed = cfg_mix(logits[0][None], logits[-1][None], sampling.cfg_scale if len(logits) > 1 else 1.0)
             forced = int(sample(mixed, low=low, high=high, config=sampling, rng=rng)[0])

@@ -201,3 +201,49 @@ def info(bundle):
     for task in (T.TEXT_TO_VIDEO, T.TEXT_TO_IMAGE):
         layout = builder.build(task, text_len=64, with_audio=task is T.TEXT_TO_VIDEO)
         click.echo(f"    {task.value}: {layout.prefix_len} + {layout.output_len}")
+
+
+def _ints(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in value.split(",") if v)
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"expected positive integers like 1,4, got {value!r}")
+    return values
+
+
+@main.command()
+@click.option("--bundle", type=click.Path(path_type=Path), required=True, help="Bundle folder from vp-export.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--compare", type=click.Choice(["torch"]), default=None,
+              help="Also run the torch reference models on the same work, in the same run (batch 1).")
+@click.option("--task", type=click.Choice(["t2v", "t2i", "uncond"]), default="t2v", show_default=True)
+@click.option("--batch", default="1", show_default=True, callback=_ints, help="Samples per generation, e.g. 1,4.")
+@click.option("--prompt-len", type=int, default=16, show_default=True, help="Text tokens of the prompt (1-64).")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Runs thrown away first.")
+@click.option("--iters", type=int, default=3, show_default=True, help="Measured runs (medians and percentiles).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the full report (schema: docs/benchmarks.md).")
+def bench(bundle, backend, compare, task, batch, prompt_len, warmup, iters, seed, json_path):
+    """Measure each stage and the whole generation of a bundle: latency, TPOT, memory,
+    KV waste, runtime overhead and the memory-bandwidth floor."""
+    import json
+
+    from vp.runtime.bench import BenchConfig, format_table, run_bench
+    from vp.runtime.media import atomic_path
+
+    config = BenchConfig(bundle=str(bundle), backend=backend, task=task, batch=batch, prompt_len=prompt_len,
+                         warmup=warmup, iters=iters, seed=seed, compare_torch=compare == "torch")
+    try:
+        report = run_bench(config, progress=lambda s: click.echo(f"... {s}", err=True))
+        if json_path:
+            with atomic_path(json_path, ".json") as tmp:
+                tmp.write_text(json.dumps(report, indent=2))
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    except ImportError as error:
+        raise click.ClickException(f"--compare torch needs the export extra ({error.name} is missing): "
+                                   "pip install torch==2.13.0 && pip install 'vp[export]'") from None
+    click.echo(format_table(report))

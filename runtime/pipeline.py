@@ -55,6 +55,7 @@ class GenerationResult:
     fps: int
     timings: dict[str, float] = field(default_factory=dict)
     kv_stats: KVStats | None = None
+    loop: LoopTimings | None = None  # per-step times of the LLM loop (vp bench)
 
     @property
     def tokens(self) -> np.ndarray:
@@ -332,7 +333,7 @@ class Pipeline:
         timings["total"] = _ms(run.start)
         timings["decode_steps"] = run.loop.decode_steps
         return GenerationResult(layout=run.layout, samples=samples, sample_rate=b.media.sample_rate,
-                                fps=b.media.fps, timings=timings, kv_stats=self._generator.kv_stats())
+                                fps=b.media.fps, timings=timings, kv_stats=self._generator.kv_stats(), loop=run.loop)
 
     def _decode_video(self, codes: np.ndarray) -> np.ndarray:
         (video,) = self.session("video_decoder").run(codes=codes[None])

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,9 +39,17 @@ class Branch:
 
 @dataclass
 class LoopTimings:
+    """prefill_ms / decode_ms: wall time in prefill and in feeding decoded tokens.
+    Per feed after the prefill: step_ends (perf_counter() at its end), step_tokens (new
+    tokens per sequence) and backend_ms (time inside the engine). vp bench derives the
+    decode step time (TPOT, sampling included) and the runtime overhead from them."""
+
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     decode_steps: int = 0
+    step_ends: list[float] = field(default_factory=list)
+    step_tokens: list[int] = field(default_factory=list)
+    backend_ms: list[float] = field(default_factory=list)
 
 
 class TokenGenerator:
@@ -57,6 +66,7 @@ class TokenGenerator:
         self.decode_batch = decode_batch
         self.prefill_batch = prefill_batch
         self.block_size = manager.block_size
+        self.backend_ms = 0.0  # time inside llm.forward, accumulated
 
     @staticmethod
     def blocks_needed(layouts: list[SequenceLayout], num_samples: int, block_size: int) -> int:
@@ -90,9 +100,14 @@ class TokenGenerator:
                 else:
                     if pending.shape[1]:
                         start = clock()
+                        backend = self.backend_ms
                         logits = self._feed(seqs, pending)
-                        timings.decode_ms += (clock() - start) * 1e3
+                        end = clock()
+                        timings.decode_ms += (end - start) * 1e3
                         timings.decode_steps += 1
+                        timings.step_ends.append(end)
+                        timings.step_tokens.append(pending.shape[1])
+                        timings.backend_ms.append(self.backend_ms - backend)
                         pending = pending[:, :0]
                     scale = sampling.cfg_scale if len(branches) > 1 else 1.0
                     ids = np.array([
@@ -161,7 +176,9 @@ class TokenGenerator:
             prefix_lens=np.asarray(prefix_lens, np.int64),
             slots=np.stack(slots),
         )
+        start = time.perf_counter()
         logits = self.llm.forward(batch)
+        self.backend_ms += (time.perf_counter() - start) * 1e3
         for seq, row in zip(seqs, ids):
             self.manager.commit(seq, row)
         return logits
