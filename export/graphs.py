@@ -17,49 +17,16 @@ from vp.models.checkpoint import Models
 from vp.models.presets import Preset
 
 
-class TextEncoderGraph(nn.Module):
-    def __init__(self, models: Models):
+class MethodGraph(nn.Module):
+    """A graph whose forward is one method of a reference model (encode, decode, forward)."""
+
+    def __init__(self, owner: nn.Module, method: str):
         super().__init__()
-        self.encoder = models.text_encoder
+        self.owner = owner
+        self.method = method
 
-    def forward(self, text_ids, text_mask):
-        return self.encoder(text_ids, text_mask)
-
-
-class VideoEncoderGraph(nn.Module):
-    def __init__(self, models: Models):
-        super().__init__()
-        self.tokenizer = models.video_tokenizer
-
-    def forward(self, video):
-        return self.tokenizer.encode(video)
-
-
-class VideoDecoderGraph(nn.Module):
-    def __init__(self, models: Models):
-        super().__init__()
-        self.tokenizer = models.video_tokenizer
-
-    def forward(self, codes):
-        return self.tokenizer.decode(codes)
-
-
-class AudioEncoderGraph(nn.Module):
-    def __init__(self, models: Models):
-        super().__init__()
-        self.tokenizer = models.audio_tokenizer
-
-    def forward(self, wave):
-        return self.tokenizer.encode(wave)
-
-
-class AudioDecoderGraph(nn.Module):
-    def __init__(self, models: Models):
-        super().__init__()
-        self.tokenizer = models.audio_tokenizer
-
-    def forward(self, audio_codes):
-        return self.tokenizer.decode(audio_codes)
+    def forward(self, *inputs):
+        return getattr(self.owner, self.method)(*inputs)
 
 
 def graph_for(component: str, models: Models) -> nn.Module:
@@ -68,10 +35,14 @@ def graph_for(component: str, models: Models) -> nn.Module:
         return PagedPrefixLM(models.llm)
     if component.startswith("superres_"):
         return models.superres[int(component.split("_")[1])]
-    graphs = {"text_encoder": TextEncoderGraph, "video_encoder": VideoEncoderGraph,
-              "video_decoder": VideoDecoderGraph, "audio_encoder": AudioEncoderGraph,
-              "audio_decoder": AudioDecoderGraph}
-    return graphs[component](models)
+    owner, method = {
+        "text_encoder": (models.text_encoder, "forward"),
+        "video_encoder": (models.video_tokenizer, "encode"),
+        "video_decoder": (models.video_tokenizer, "decode"),
+        "audio_encoder": (models.audio_tokenizer, "encode"),
+        "audio_decoder": (models.audio_tokenizer, "decode"),
+    }[component]
+    return MethodGraph(owner, method)
 
 
 def example_inputs(contract: Contract, dtype: torch.dtype, preset: Preset) -> tuple[torch.Tensor, ...]:

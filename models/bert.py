@@ -16,8 +16,9 @@ from torch import nn
 
 from vp.models.layers import LayerNorm, attend, merge_heads, split_heads
 
-# HuggingFace key (after the optional "bert." prefix) -> vp key; applied in order.
-_RENAMES = (
+# HuggingFace key -> vp key, applied in order (vp.models.text_encoder.load_encoder).
+CHECKPOINT_RENAMES = (
+    (r"^bert\.", ""),
     (r"^embeddings\.word_embeddings\.", "embed_words."),
     (r"^embeddings\.position_embeddings\.", "embed_positions."),
     (r"^embeddings\.token_type_embeddings\.", "embed_types."),
@@ -32,7 +33,7 @@ _RENAMES = (
     (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"layers.\1.mlp_norm."),
 )
 # checkpoint tensors the encoder does not use
-_UNUSED = re.compile(r"^(pooler\.|cls\.|embeddings\.position_ids)")
+CHECKPOINT_UNUSED = re.compile(r"^(pooler\.|cls\.|embeddings\.position_ids)")
 
 
 class BertLayer(nn.Module):
@@ -71,19 +72,6 @@ class BertEncoder(nn.Module):
             for _ in range(config["num_hidden_layers"])
         )
 
-    @staticmethod
-    def state_dict_from_checkpoint(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """HuggingFace BertModel tensors -> this module's state dict."""
-        out = {}
-        for key, value in tensors.items():
-            key = key.removeprefix("bert.")
-            if _UNUSED.match(key):
-                continue
-            for pattern, replacement in _RENAMES:
-                key = re.sub(pattern, replacement, key)
-            out[key] = value
-        return out
-
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(ids.shape[1], device=ids.device)
         x = self.embed_words(ids) + self.embed_positions(positions)[None] + self.embed_types.weight[0]
@@ -91,3 +79,6 @@ class BertEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x, mask)
         return x
+
+
+ENCODER = BertEncoder

@@ -1,6 +1,6 @@
-"""Layers shared by the text encoders and the super-resolution transformer.
+"""Layers shared by the prefix LM, the text encoders and the super-resolution transformer.
 
-Both keep fp32 where an fp16 export needs it: normalization statistics and
+They keep fp32 where an fp16 export needs it: normalization statistics and
 attention scores and softmax.
 """
 
@@ -9,6 +9,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """RMS norm (no mean, no bias) with fp32 statistics: the prefix LM's and T5's."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # statistics in fp32 whatever the activation dtype (fp16 export)
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * self.weight.float()).to(x.dtype)
 
 
 class LayerNorm(nn.LayerNorm):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vp.models.checks import check_range, check_tensor
+from vp.models.layers import RMSNorm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,19 +52,6 @@ class PrefixLMConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # statistics in fp32 whatever the activation dtype (fp16 export)
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.float()).to(x.dtype)
 
 
 def rotary(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:

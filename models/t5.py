@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vp.models.layers import attend, merge_heads, split_heads
+from vp.models.layers import RMSNorm, attend, merge_heads, split_heads
 
-_RENAMES = (
+# HuggingFace key -> vp key, applied in order (vp.models.text_encoder.load_encoder).
+CHECKPOINT_RENAMES = (
     (r"^(shared|encoder\.embed_tokens)\.", "embed."),
     (r"^encoder\.block\.0\.layer\.0\.SelfAttention\.relative_attention_bias\.", "relative_bias."),
     (r"^encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.([qkvo])\.", r"layers.\1.\2."),
@@ -26,21 +27,7 @@ _RENAMES = (
     (r"^encoder\.block\.(\d+)\.layer\.1\.layer_norm\.", r"layers.\1.mlp_norm."),
     (r"^encoder\.final_layer_norm\.", "final_norm."),
 )
-_UNUSED = re.compile(r"^(decoder\.|lm_head\.)")
-
-
-class T5Norm(nn.Module):
-    """RMS norm without mean subtraction or bias, in fp32."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.float()).to(x.dtype)
+CHECKPOINT_UNUSED = re.compile(r"^(decoder\.|lm_head\.)")
 
 
 def relative_buckets(relative: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
@@ -60,10 +47,10 @@ class T5Layer(nn.Module):
         super().__init__()
         d, inner, eps = config["d_model"], config["num_heads"] * config["d_kv"], config["layer_norm_epsilon"]
         self.heads = config["num_heads"]
-        self.attn_norm = T5Norm(d, eps)
+        self.attn_norm = RMSNorm(d, eps)
         self.q, self.k, self.v = (nn.Linear(d, inner, bias=False) for _ in range(3))
         self.o = nn.Linear(inner, d, bias=False)
-        self.mlp_norm = T5Norm(d, eps)
+        self.mlp_norm = RMSNorm(d, eps)
         self.gated = gated
         if gated:
             self.wi_0 = nn.Linear(d, config["d_ff"], bias=False)
@@ -100,19 +87,7 @@ class T5Encoder(nn.Module):
         self.embed = nn.Embedding(config["vocab_size"], config["d_model"])
         self.relative_bias = nn.Embedding(self.num_buckets, self.heads)
         self.layers = nn.ModuleList(T5Layer(config, act == "gated-gelu") for _ in range(config["num_layers"]))
-        self.final_norm = T5Norm(config["d_model"], config["layer_norm_epsilon"])
-
-    @staticmethod
-    def state_dict_from_checkpoint(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """HuggingFace T5 (encoder-decoder or encoder-only) tensors -> this module's state dict."""
-        out = {}
-        for key, value in tensors.items():
-            if _UNUSED.match(key):
-                continue
-            for pattern, replacement in _RENAMES:
-                key = re.sub(pattern, replacement, key)
-            out[key] = value
-        return out
+        self.final_norm = RMSNorm(config["d_model"], config["layer_norm_epsilon"])
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         L = ids.shape[1]
@@ -123,3 +98,6 @@ class T5Encoder(nn.Module):
         for layer in self.layers:
             x = layer(x, mask, bias)
         return self.final_norm(x)
+
+
+ENCODER = T5Encoder

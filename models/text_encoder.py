@@ -11,19 +11,20 @@ at padding.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from vp.models.bert import BertEncoder
+from vp.models import bert, t5
 from vp.models.checks import check_range, check_tensor
-from vp.models.t5 import T5Encoder
 from vp.runtime.text_tokenizer import TextTokenizer, TextTokens
 
 BUNDLED = "minilm"
-_ENCODERS = {"bert": BertEncoder, "t5": T5Encoder}
+# model_type -> the module of its encoder (ENCODER, CHECKPOINT_RENAMES, CHECKPOINT_UNUSED)
+_ENCODERS = {"bert": bert, "t5": t5}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,8 +71,14 @@ def load_encoder(folder: Path) -> nn.Module:
     kind = config.get("model_type")
     if kind not in _ENCODERS:
         raise ValueError(f"text encoder {folder}: model_type {kind!r} is not supported ({', '.join(_ENCODERS)})")
-    encoder = _ENCODERS[kind](config)
-    state = encoder.state_dict_from_checkpoint(load_file(str(folder / "model.safetensors")))
+    module = _ENCODERS[kind]
+    encoder = module.ENCODER(config)
+    state = {}
+    for key, value in load_file(str(folder / "model.safetensors")).items():
+        for pattern, replacement in module.CHECKPOINT_RENAMES:
+            key = re.sub(pattern, replacement, key)
+        if not module.CHECKPOINT_UNUSED.match(key):
+            state[key] = value
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"text encoder {folder}: checkpoint does not match its config "

@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny preset's models and its exported ONNX bundle (built once per run)."""
 
+import numpy as np
 import pytest
 
 
@@ -39,3 +40,35 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def media():
+    """Inputs for every task at the tiny preset's clip size (64x64, 17 frames, 2.125 s)."""
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (17, 64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[16:48, 16:48] = True
+    return dict(video=video, image=video[0], audio=rng.uniform(-0.5, 0.5, 34000).astype(np.float32), mask=mask)
+
+
+@pytest.fixture(scope="session")
+def task_inputs(media):
+    """task -> the media keyword arguments of a generation of that task."""
+    from vp.runtime.vocab import Task
+
+    def inputs(task):
+        return {
+            Task.TEXT_TO_VIDEO: {}, Task.TEXT_TO_IMAGE: {}, Task.UNCONDITIONAL: {},
+            Task.IMAGE_TO_VIDEO: dict(image=media["image"]),
+            Task.CONTINUATION: dict(video=media["video"][:9]),
+            Task.LONG_VIDEO: dict(video=media["video"]),
+            Task.INPAINT: dict(video=media["video"], mask=media["mask"]),
+            Task.OUTPAINT: dict(video=media["video"], mask=~media["mask"]),
+            Task.VIDEO_TO_AUDIO: dict(video=media["video"]),
+            Task.AUDIO_TO_VIDEO: dict(audio=media["audio"]),
+            Task.AUDIO_VIDEO_CONTINUATION: dict(video=media["video"][:9], audio=media["audio"]),
+            Task.STYLIZATION: dict(video=media["video"]),
+        }[Task(task)]
+
+    return inputs

@@ -11,16 +11,6 @@ from vp.runtime.vocab import Task
 GREEDY = dict(temperature=0.0, top_p=1.0)
 
 
-@pytest.fixture(scope="module")
-def media(tiny_models):
-    rng = np.random.default_rng(0)
-    c = tiny_models.preset.clip
-    video = rng.integers(0, 256, (17, c.height, c.width, 3), dtype=np.uint8)
-    mask = np.zeros((c.height, c.width), bool)
-    mask[16:48, 16:48] = True
-    return dict(video=video, image=video[0], audio=rng.uniform(-0.5, 0.5, 34000).astype(np.float32), mask=mask)
-
-
 def test_text_to_video_gives_17_frames_and_2_125_seconds_of_audio(tiny_models):
     result = generate(tiny_models, task="t2v", prompt="a red fox runs through snow", seed=0)
     assert result.frames.shape == (17, 64, 64, 3) and result.frames.dtype == np.uint8
@@ -30,24 +20,9 @@ def test_text_to_video_gives_17_frames_and_2_125_seconds_of_audio(tiny_models):
     assert result.frames.std() > 0  # not a constant clip
 
 
-def task_inputs(task, media):
-    return {
-        Task.TEXT_TO_VIDEO: {}, Task.TEXT_TO_IMAGE: {}, Task.UNCONDITIONAL: {},
-        Task.IMAGE_TO_VIDEO: dict(image=media["image"]),
-        Task.CONTINUATION: dict(video=media["video"][:9]),
-        Task.LONG_VIDEO: dict(video=media["video"]),
-        Task.INPAINT: dict(video=media["video"], mask=media["mask"]),
-        Task.OUTPAINT: dict(video=media["video"], mask=~media["mask"]),
-        Task.VIDEO_TO_AUDIO: dict(video=media["video"]),
-        Task.AUDIO_TO_VIDEO: dict(audio=media["audio"]),
-        Task.AUDIO_VIDEO_CONTINUATION: dict(video=media["video"][:9], audio=media["audio"]),
-        Task.STYLIZATION: dict(video=media["video"]),
-    }[task]
-
-
 @pytest.mark.parametrize("task", list(Task))
-def test_every_task_runs(tiny_models, media, task):
-    result = generate(tiny_models, task=task, prompt="a red fox", seed=1, **GREEDY, **task_inputs(task, media))
+def test_every_task_runs(tiny_models, task_inputs, task):
+    result = generate(tiny_models, task=task, prompt="a red fox", seed=1, **GREEDY, **task_inputs(task))
     assert result.layout.task is task
     frames = {Task.TEXT_TO_IMAGE: 1, Task.VIDEO_TO_AUDIO: 0}.get(task, 17)
     assert result.frames.shape == (frames, 64, 64, 3)
