@@ -54,6 +54,7 @@ def export_component(models: Models, contract: Contract, path: str | Path, preci
         data_name = path.name + ".data"
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data_name, size_threshold=1024)
+        (path.parent / data_name).chmod(path.stat().st_mode)  # onnx creates it 0600
     return [data_name]
 
 

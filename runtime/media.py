@@ -15,6 +15,12 @@ from pathlib import Path
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str):
     """Yield a temporary path in the target's folder; rename it to `path` on success."""
@@ -25,6 +31,7 @@ def atomic_path(path: str | Path, suffix: str):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -79,3 +79,12 @@ def test_failed_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="does not exist"):
         media.write_wav(tmp_path / "no" / "a.wav", np.zeros(10, np.float32), 16000)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    path = media.write_wav(tmp_path / "a.wav", np.zeros(10, np.float32), 16000)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
