@@ -93,7 +93,7 @@ def _machine(bandwidth: float) -> dict:
                 break
     except OSError:
         pass
-    from vp.runtime.backends.trt import gpu_compute_capability
+    from vp.runtime.backends.cuda import gpu_compute_capability
 
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
             "gpu_compute_capability": gpu_compute_capability(), "memory_bandwidth_gbs": bandwidth}

@@ -33,7 +33,7 @@ def tiny_bundle_fp16(tmp_path_factory):
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` run only where cuda-python finds an NVIDIA GPU."""
-    from vp.runtime.backends.trt import gpu_compute_capability
+    from vp.runtime.backends.cuda import gpu_compute_capability
 
     if any("gpu" in item.keywords for item in items) and gpu_compute_capability() is None:
         skip = pytest.mark.skip(reason="needs an NVIDIA GPU (cuda-python found none)")

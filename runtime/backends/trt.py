@@ -20,38 +20,7 @@ import numpy as np
 from vp.engines.builder import import_tensorrt
 from vp.engines.manifest import Manifest
 from vp.runtime.backends.base import Backend, LLMBatch, PagedLLM, Session, numpy_dtype
-
-
-def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python 12.x
-        except ImportError:
-            raise ValueError("the TensorRT backend needs cuda-python: pip install 'vp[rtx]' or 'vp[trt]'") from None
-    return cudart
-
-
-def _check(result):
-    """cuda-python returns (error, *values); raise on an error, return the values."""
-    error, *values = result if isinstance(result, tuple) else (result,)
-    if int(error) != 0:
-        raise RuntimeError(f"CUDA error {error}")
-    return values[0] if len(values) == 1 else values
-
-
-def gpu_compute_capability() -> int | None:
-    """The first GPU's compute capability as an int (89 for SM 8.9), or None without a usable GPU."""
-    try:
-        cudart = _cudart()
-    except ValueError:
-        return None
-    error, count = cudart.cudaGetDeviceCount()
-    if int(error) != 0 or count == 0:
-        return None
-    props = _check(cudart.cudaGetDeviceProperties(0))
-    return props.major * 10 + props.minor
+from vp.runtime.backends.cuda import check, commit_slots, gpu_compute_capability, load_cudart
 
 
 def trt_unavailable(manifest: Manifest) -> str | None:
@@ -79,14 +48,14 @@ class _Engine:
 
     def __init__(self, path: Path, flavour: str):
         trt = import_tensorrt(flavour)
-        self.cudart = _cudart()
+        self.cudart = load_cudart()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise ValueError(f"TensorRT cannot load {path} (built by another TensorRT version or for another GPU); "
                              "re-export the bundle on this machine")
-        self.stream = _check(self.cudart.cudaStreamCreate())
+        self.stream = check(self.cudart.cudaStreamCreate())
         self.contexts = []
         for profile in range(self.engine.num_optimization_profiles):
             context = self.engine.create_execution_context()
@@ -105,18 +74,18 @@ class _Engine:
         pointer, size = self.buffers.get((profile, name), (0, 0))
         if size < nbytes:
             if pointer:
-                _check(self.cudart.cudaFree(pointer))
-            pointer = _check(self.cudart.cudaMalloc(max(nbytes, 1)))
+                check(self.cudart.cudaFree(pointer))
+            pointer = check(self.cudart.cudaMalloc(max(nbytes, 1)))
             self.buffers[(profile, name)] = (pointer, nbytes)
         return pointer
 
     def upload(self, pointer: int, array: np.ndarray) -> None:
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        _check(self.cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, kind, self.stream))
+        check(self.cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, kind, self.stream))
 
     def download(self, array: np.ndarray, pointer: int) -> None:
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _check(self.cudart.cudaMemcpyAsync(array.ctypes.data, pointer, array.nbytes, kind, self.stream))
+        check(self.cudart.cudaMemcpyAsync(array.ctypes.data, pointer, array.nbytes, kind, self.stream))
 
     def execute(self, profile: int, feeds: dict[str, np.ndarray], device_inputs: dict[str, int],
                 outputs: dict[str, np.dtype]) -> dict[str, tuple[int, tuple[int, ...], np.dtype]]:
@@ -143,7 +112,7 @@ class _Engine:
         return result
 
     def synchronize(self) -> None:
-        _check(self.cudart.cudaStreamSynchronize(self.stream))
+        check(self.cudart.cudaStreamSynchronize(self.stream))
 
     def close(self) -> None:
         for pointer, _ in self.buffers.values():
@@ -180,8 +149,8 @@ class TrtPagedLLM(PagedLLM):
     def __init__(self, path: Path, contract, precision: str, num_blocks: int, flavour: str):
         super().__init__(contract, precision, num_blocks)
         self._engine = _Engine(path, flavour)
-        self._pool = _check(self._engine.cudart.cudaMalloc(self.pool_bytes))
-        _check(self._engine.cudart.cudaMemset(self._pool, 0, self.pool_bytes))
+        self._pool = check(self._engine.cudart.cudaMalloc(self.pool_bytes))
+        check(self._engine.cudart.cudaMemset(self._pool, 0, self.pool_bytes))
         self._slot_bytes = int(np.prod(self.block_shape[1:])) * np.dtype(self.dtype).itemsize
         self._outputs = {"logits": np.float32, "new_kv": self.dtype}
         decode = contract.profiles[1]
@@ -201,23 +170,15 @@ class TrtPagedLLM(PagedLLM):
         logits_ptr, shape, _ = out["logits"]
         logits = np.empty(shape, np.float32)
         self._engine.download(logits, logits_ptr)
-        self._commit(out["new_kv"][0], batch.slots.reshape(-1))
+        commit_slots(self._engine.cudart, self._pool, out["new_kv"][0], batch.slots.reshape(-1), self._slot_bytes,
+                     self._engine.stream)
         self._engine.synchronize()
         return logits
-
-    def _commit(self, new_kv: int, slots: np.ndarray) -> None:
-        """new_kv row i -> pool slot slots[i], one copy per run of consecutive slots."""
-        cudart, kind = self._engine.cudart, self._engine.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
-        breaks = np.flatnonzero(np.diff(slots) != 1) + 1
-        for run in np.split(np.arange(len(slots)), breaks):
-            src = new_kv + int(run[0]) * self._slot_bytes
-            dst = self._pool + int(slots[run[0]]) * self._slot_bytes
-            _check(cudart.cudaMemcpyAsync(dst, src, len(run) * self._slot_bytes, kind, self._engine.stream))
 
     def copy_block(self, src: int, dst: int) -> None:
         block = self.block_shape[0] * self._slot_bytes
         kind = self._engine.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
-        _check(self._engine.cudart.cudaMemcpyAsync(self._pool + dst * block, self._pool + src * block, block, kind,
+        check(self._engine.cudart.cudaMemcpyAsync(self._pool + dst * block, self._pool + src * block, block, kind,
                                                    self._engine.stream))
 
     def close(self) -> None:

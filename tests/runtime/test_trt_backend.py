@@ -11,7 +11,7 @@ pytestmark = pytest.mark.gpu
 def gpu_bundle(tmp_path_factory):
     from vp.engines.builder import usable_flavour
     from vp.export.bundle import ExportConfig, export_bundle
-    from vp.runtime.backends.trt import gpu_compute_capability
+    from vp.runtime.backends.cuda import gpu_compute_capability
 
     flavour, why = usable_flavour()
     if flavour is None:
