@@ -104,16 +104,22 @@ class Attention(nn.Module):
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, KVH, T, hd)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        keys = k if past_k is None else torch.cat([past_k, k], dim=2)  # (B, KVH, S, hd)
-        values = v if past_v is None else torch.cat([past_v, v], dim=2)
+        # The query heads of one KV head attend together (B, KVH, groups * T, hd), and past and
+        # new keys are scored separately: no K/V is repeated per head or concatenated (copies
+        # that dominated a decode step's memory traffic in the paged graph).
         groups = self.n_heads // self.n_kv_heads
-        if groups > 1:
-            keys = keys.repeat_interleave(groups, dim=1)  # (B, H, S, hd)
-            values = values.repeat_interleave(groups, dim=1)
-        scores = (q.float() @ keys.float().transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, T, S)
-        scores = scores.masked_fill(~mask, float("-inf"))
-        out = scores.softmax(-1).to(values.dtype) @ values  # (B, H, T, hd)
-        out = out.transpose(1, 2).reshape(B, T, -1)
+        qg = q.reshape(B, self.n_kv_heads, groups * T, self.head_dim).float()
+        scores = qg @ k.float().transpose(-1, -2)  # (B, KVH, groups * T, T)
+        past = 0 if past_k is None else past_k.shape[2]
+        if past:
+            scores = torch.cat([qg @ past_k.float().transpose(-1, -2), scores], dim=-1)  # (B, KVH, gT, S)
+        scores = scores.view(B, self.n_kv_heads, groups, T, past + T) / math.sqrt(self.head_dim)
+        scores = scores.masked_fill(~mask[:, :, None], float("-inf"))  # mask (B, 1, 1, T, S)
+        weights = scores.softmax(-1).view(B, self.n_kv_heads, groups * T, past + T).to(v.dtype)
+        out = weights[..., past:] @ v  # (B, KVH, gT, hd)
+        if past:
+            out = out + weights[..., :past] @ past_v.to(v.dtype)
+        out = out.view(B, self.n_heads, T, self.head_dim).transpose(1, 2).reshape(B, T, -1)
         return self.wo(out), k, v
 
 
