@@ -29,11 +29,15 @@ def trt_unavailable(manifest: Manifest) -> str | None:
         return "the bundle has no engines (exported with --engines none or without a TensorRT builder)"
     if set(manifest.engines) != set(manifest.components):
         return f"engines are missing for {', '.join(sorted(set(manifest.components) - set(manifest.engines)))}"
-    flavour = next(iter(manifest.engines.values())).flavour
+    first = next(iter(manifest.engines.values()))
+    flavour = first.flavour
     try:
-        import_tensorrt(flavour)
+        trt = import_tensorrt(flavour)
     except ValueError as error:
         return str(error)
+    if trt.__version__ != first.version:
+        return (f"the engines were built with {trt.__name__} {first.version}, this machine has {trt.__version__} "
+                "(re-export the bundle, or install that version)")
     sm = gpu_compute_capability()
     if sm is None:
         return "no usable NVIDIA GPU (cuda-python found no device)"

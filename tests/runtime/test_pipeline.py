@@ -116,3 +116,17 @@ def test_unknown_backend_and_trt_without_engines(tiny_bundle):
         Pipeline.load(tiny_bundle, backend="tpu")
     with pytest.raises(ValueError, match="--backend trt is not possible: the bundle has no engines"):
         Pipeline.load(tiny_bundle, backend="trt")
+
+
+def test_engines_of_another_tensorrt_version_are_refused(tiny_bundle, tmp_path, monkeypatch):
+    """A bundle's engines name the TensorRT that built them; another version is not loaded."""
+    pytest.importorskip("tensorrt_rtx")
+    from vp.engines.builder import EngineRecord
+    from vp.engines.manifest import Manifest
+    from vp.runtime.backends.trt import trt_unavailable
+
+    manifest = Manifest.read(tiny_bundle)
+    fake = EngineRecord(path="llm.engine", flavour="rtx", version="0.0.1", compute_capabilities=(89,),
+                        profiles=("prefill", "decode"), sha256="0" * 64, bytes=1, build_seconds=1.0, peak_rss_mb=1.0)
+    manifest.engines = {name: fake for name in manifest.components}
+    assert "built with tensorrt_rtx 0.0.1" in trt_unavailable(manifest)
