@@ -65,3 +65,21 @@ def test_bad_config(kwargs, message):
 def test_bad_range():
     with pytest.raises(ValueError, match="does not fit"):
         sample(np.zeros((1, 4)), low=2, high=9, config=GREEDY, rng=make_rng(0))
+
+
+def test_partial_top_p_equals_a_full_stable_sort():
+    """The head-only sort keeps exactly the ids a stable sort of all ids keeps, ties included."""
+    from vp.runtime.sampling import _outside_top_p
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        n = int(rng.integers(2, 3000))
+        logits = np.round(rng.normal(size=n) * rng.choice([0.1, 1, 5, 20]), int(rng.integers(0, 3)))  # ties
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        for top_p in (0.1, 0.5, 0.9, 0.99):
+            order = np.argsort(-p, kind="stable")
+            before = np.cumsum(p[order]) - p[order]
+            want = np.zeros(n, bool)
+            want[order] = before >= top_p
+            np.testing.assert_array_equal(_outside_top_p(p, top_p, head=int(rng.integers(1, 64))), want)
