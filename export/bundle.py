@@ -170,6 +170,11 @@ def _replace(tmp: Path, out: Path) -> None:
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         out.rename(old)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)  # put the previous bundle back
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -79,8 +79,9 @@ def _prompt(pipeline: Pipeline, length: int) -> str:
     words = max(length - 2, 1)
     prompt = " ".join([_PROMPT_WORD] * words)
     got = pipeline.bundle.tokenizer.tokenize([prompt]).ids.shape[1]
-    if got != length and length >= 3:
-        raise RuntimeError(f"prompt of {words} words gave {got} text tokens, expected {length}")
+    if got != length:
+        raise ValueError(f"cannot make a prompt of {length} text tokens with this tokenizer "
+                         f"({words} words give {got}); use --prompt-len 3 to 64")
     return prompt
 
 
@@ -123,7 +124,12 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda s: N
     progress("memory bandwidth")
     bandwidth = memory_bandwidth_gbs()
     start = time.perf_counter()
-    pipeline = Pipeline.load(config.bundle, backend=config.backend)
+    with Pipeline.load(config.bundle, backend=config.backend) as pipeline:
+        return _measure(pipeline, config, task, bandwidth, start, progress)
+
+
+def _measure(pipeline: Pipeline, config: BenchConfig, task: Task, bandwidth: float, start: float,
+             progress: Callable[[str], None]) -> dict:
     for component in pipeline.bundle.manifest.components:
         if component != "llm":
             pipeline.session(component)
@@ -169,7 +175,6 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda s: N
         from vp.models.timing import torch_timings
 
         report["compare_torch"] = torch_timings(manifest, task, prompt, config, runs[0])
-    pipeline.close()
     return report
 
 

@@ -97,6 +97,8 @@ def generate(prompt, bundle, task, output, image, video, audio, mask, box, seed,
         _check_output(output, task)
         with Pipeline.load(bundle or default_bundle(), backend=backend) as pipeline:
             b = pipeline.bundle
+            if portrait and not b.manifest.clip["portrait"]:
+                raise ValueError(f"bundle {b.path} has no portrait layout")
             size = tuple(b.manifest.clip["portrait"]) if portrait else b.frame_size
             inputs = {}
             if image:

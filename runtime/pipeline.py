@@ -88,6 +88,8 @@ class Pipeline:
         self._sessions: dict = {}
         self._llm = None
         self._manager: KVCacheManager | None = None
+        if "llm" not in bundle.manifest.components:
+            raise ValueError(f"bundle {bundle.path} has no llm graph; export it with vp-export (all components)")
         llm = bundle.manifest.components["llm"].contract
         self.block_size = next(s for s in llm.inputs if s.name == "kv_pool").shape[1]
         prefill, decode = llm.profiles
@@ -285,6 +287,7 @@ class Pipeline:
         if self._llm is None or self._llm.num_blocks < blocks:
             if self._llm is not None:
                 self._llm.close()
+                self._llm = self._manager = None
             self._llm = self.backend.paged_llm(blocks)
             self._manager = KVCacheManager(blocks, self.block_size)
         return TokenGenerator(self._llm, self._manager, self.d_model, *self._batches)

@@ -61,11 +61,14 @@ class _Engine:
                              "re-export the bundle on this machine")
         self.stream = check(self.cudart.cudaStreamCreate())
         self.contexts = []
+        self.buffers: dict[tuple[int, str], tuple[int, int]] = {}  # (profile, name) -> (pointer, bytes)
         for profile in range(self.engine.num_optimization_profiles):
             context = self.engine.create_execution_context()
+            if context is None:
+                self.close()
+                raise ValueError(f"TensorRT cannot create an execution context for {path.name} (out of GPU memory?)")
             context.set_optimization_profile_async(profile, self.stream)
             self.contexts.append(context)
-        self.buffers: dict[tuple[int, str], tuple[int, int]] = {}  # (profile, name) -> (pointer, bytes)
 
     def check_shape(self, profile: int, name: str, shape: tuple[int, ...]) -> None:
         low, _, high = self.engine.get_tensor_profile_shape(name, profile)
@@ -78,6 +81,7 @@ class _Engine:
         pointer, size = self.buffers.get((profile, name), (0, 0))
         if size < nbytes:
             if pointer:
+                del self.buffers[(profile, name)]
                 check(self.cudart.cudaFree(pointer))
             pointer = check(self.cudart.cudaMalloc(max(nbytes, 1)))
             self.buffers[(profile, name)] = (pointer, nbytes)
@@ -153,8 +157,13 @@ class TrtPagedLLM(PagedLLM):
     def __init__(self, path: Path, contract, precision: str, num_blocks: int, flavour: str):
         super().__init__(contract, precision, num_blocks)
         self._engine = _Engine(path, flavour)
-        self._pool = check(self._engine.cudart.cudaMalloc(self.pool_bytes))
-        check(self._engine.cudart.cudaMemset(self._pool, 0, self.pool_bytes))
+        self._pool = 0
+        try:
+            self._pool = check(self._engine.cudart.cudaMalloc(self.pool_bytes))
+            check(self._engine.cudart.cudaMemset(self._pool, 0, self.pool_bytes))
+        except RuntimeError as error:
+            self.close()
+            raise ValueError(f"cannot allocate a KV pool of {self.pool_bytes / 1e6:.0f} MB on the GPU ({error})") from None
         self._slot_bytes = int(np.prod(self.block_shape[1:])) * np.dtype(self.dtype).itemsize
         self._outputs = {"logits": np.float32, "new_kv": self.dtype}
         decode = contract.profiles[1]
@@ -200,6 +209,8 @@ class TrtBackend(Backend):
         self.manifest = manifest
 
     def _engine(self, component: str):
+        if component not in self.manifest.engines:
+            raise ValueError(f"bundle {self.bundle} has no {component} engine (built: {', '.join(self.manifest.engines)})")
         record, engine = self.manifest.components[component], self.manifest.engines[component]
         return self.bundle / "engines" / engine.path, record.contract, record.precision, engine.flavour
 
