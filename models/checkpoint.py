@@ -118,7 +118,15 @@ def load_weights(models: Models, folder: str | Path) -> Models:
     return models
 
 
+def shipped_weights(preset: Preset) -> Path | None:
+    """The folder of the weights shipped with `preset` (None for a random-init preset)."""
+    return Path(__file__).parent / preset.weights if preset.weights else None
+
+
 def load(preset_name: str, weights: str | Path | None = None, seed: int = 0) -> Models:
-    """The models of preset `preset_name`: seeded random init, or `weights` loaded."""
-    models = build(get_preset(preset_name), seed=seed)
+    """The models of preset `preset_name`: `weights` loaded, else the preset's shipped
+    weights (the demo preset), else a seeded random init."""
+    preset = get_preset(preset_name)
+    models = build(preset, seed=seed)
+    weights = weights if weights is not None else shipped_weights(preset)
     return load_weights(models, weights) if weights is not None else models

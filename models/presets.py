@@ -19,6 +19,12 @@ is the bundled all-MiniLM-L6-v2 (the paper's T5 XL cannot be downloaded here);
 a faithful config swaps in a local T5 folder with
 `dataclasses.replace(preset, text_encoder=TextEncoderConfig(source=PATH, width=...))`.
 
+`demo` is the one preset with trained weights (shipped in models/weights/demo,
+trained by `vp-train` on the procedural world of vp.training.world): 17
+frames of 64x64 at 8 fps, 12-bit visual codes, audio at 8 kHz (the world's
+tones lie below 1 kHz) in 4 x 256 codes, a ~5M-parameter LLM, one
+super-resolution stage to 128x128.
+
 `tiny` (under 10M parameters in tokenizers + LLM + super-resolution, 17 frames
 of 64x64, 10-bit visual codes, 4 x 256 audio codes) is for CI and demos;
 `small` (a ~100M LLM over 14-bit visual codes at the paper's 128x128) is for
@@ -68,6 +74,7 @@ class Preset:
     superres: tuple[SuperResConfig, ...]
     sampling: SamplingConfig
     text_words: int = 0
+    weights: str | None = None  # folder of shipped weights, relative to the vp.models package
 
     def __post_init__(self) -> None:
         if self.llm.vocab_size != self.vocab.size:
@@ -146,6 +153,25 @@ def _tiny() -> Preset:
     )
 
 
+def _demo() -> Preset:
+    audio = AudioTokenizerConfig(sample_rate=8000, base_channels=8, latent_dim=32, codebook_size=256)
+    llm = PrefixLMConfig(vocab_size=_vocab_size(12, audio, 0), d_model=256, n_layers=6, n_heads=8,
+                         n_kv_heads=4, mlp_hidden=768, max_seq_len=1024)
+    return Preset(
+        name="demo",
+        clip=ClipConfig(height=64, width=64, portrait=None),
+        video_tokenizer=VideoTokenizerConfig(codebook_bits=12, base_channels=16, res_blocks=1),
+        audio_tokenizer=audio,
+        text_encoder=TextEncoderConfig(width=256),
+        llm=llm,
+        superres=(SuperResConfig(low_res_grid=(5, 8, 8), codebook_bits=12, factors=2, d_model=128, n_heads=4,
+                                 n_blocks=2, mlp_hidden=256, windows=((1, 16, 2), (1, 2, 16), (5, 4, 4)),
+                                 text_width=256, steps=8, cfg_text=1.0, cfg_lowres=1.0),),
+        sampling=SamplingConfig(),
+        weights="weights/demo",
+    )
+
+
 def _small() -> Preset:
     audio = AudioTokenizerConfig(base_channels=16)
     llm = PrefixLMConfig(vocab_size=_vocab_size(14, audio, 0), d_model=768, n_layers=12, n_heads=12,
@@ -165,6 +191,7 @@ def _small() -> Preset:
 
 
 PRESETS: dict[str, Preset] = {
+    "demo": _demo(),
     "tiny": _tiny(),
     "small": _small(),
     "paper-300m": _paper("paper-300m", PrefixLMConfig(

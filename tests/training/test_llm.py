@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from vp.models.presets import get_preset
+from vp.runtime.vocab import SequenceBuilder, Task
+from vp.training.llm import TASK_MIX, make_example
+
+
+@pytest.fixture(scope="module")
+def setup():
+    preset = get_preset("demo")
+    g, vocab = preset.geometry, preset.vocab
+    rng = np.random.default_rng(0)
+    n = 4
+    grid, audio = g.video_grid, (g.audio_frames, vocab.audio_levels)
+    data = {
+        "video": rng.integers(0, vocab.visual_codes, (n, *grid)),
+        "structure": rng.integers(0, vocab.visual_codes, (n, *grid)),
+        "audio": rng.integers(0, vocab.audio_codes, (n, *audio)),
+        "long_video": rng.integers(0, vocab.visual_codes, (n, *grid)),
+        "long_audio": rng.integers(0, vocab.audio_codes, (n, *audio)),
+        "inpaint": rng.integers(0, vocab.visual_codes, (n, *grid)),
+        "outpaint": rng.integers(0, vocab.visual_codes, (n, *grid)),
+        "attributes": np.array([[0, 0, 0, 1, 1]] * n),  # circle, red, small, right, fast
+    }
+    return SequenceBuilder(vocab, g), data
+
+
+@pytest.mark.parametrize("task", list(TASK_MIX))
+def test_examples_hold_the_true_clip_in_the_runtime_layout(setup, task):
+    builder, data = setup
+    e = make_example(task, 1, data, builder, np.random.default_rng(1), 0.0, lambda caption: len(caption.split()))
+    lay = e.layout
+    assert np.array_equal(e.ids[:lay.prefix_len], lay.prefix)
+    video, audio = lay.split_output(e.ids[lay.prefix_len:], builder.vocab)
+    truth = data["long_video"][1] if task is Task.LONG_VIDEO else data["video"][1]
+    if task is Task.TEXT_TO_IMAGE:
+        truth = truth[:1]
+    if task is Task.VIDEO_TO_AUDIO:
+        assert video is None
+    else:
+        assert np.array_equal(video, truth)
+    if audio is not None:
+        assert np.array_equal(audio, data["audio"][1])
+    # the loss is taken exactly at the positions the runtime samples, over their ranges
+    sampled = [(lo, hi) for forced, lo, hi in lay.positions() if forced < 0]
+    taken = e.high > 0
+    assert list(zip(e.low[taken], e.high[taken])) == sampled
+    assert ((e.ids[taken] >= e.low[taken]) & (e.ids[taken] < e.high[taken])).all()
+    assert (e.caption is None) == (task in {Task.UNCONDITIONAL, Task.VIDEO_TO_AUDIO})
+    if e.caption:
+        assert "red" in e.caption and "right" in e.caption

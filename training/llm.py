@@ -1,0 +1,206 @@
+"""Training recipe of the demo prefix LM (and the text projection that feeds it).
+
+Every example is one task's sequence layout (vp.runtime.vocab, the layouts
+the runtime generates with) filled with the true tokens of a clip from the
+token dataset. The loss is next-token cross-entropy on the output positions
+the runtime samples, over the id range each may emit (the sampler draws from
+that range only); the prefix is conditioning, as in the paper.
+
+Task mix: the paper trains on a mixture of these tasks without stating the
+proportions (PAPER.md); vp's choice weights text-to-video with audio, the
+task the README demonstrates, and keeps every task the world allows. Text is
+dropped from 10% of text-conditioned examples, so the same model gives the
+unconditional branch of classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vp.models.prefix_lm import PrefixLM
+from vp.models.text_encoder import TextEncoder
+from vp.runtime.vocab import SPECIAL_RANGE, SequenceBuilder, SequenceLayout, Task
+from vp.training.captions import training_caption
+from vp.training.stage import Schedule, Stage
+from vp.training.tokens import ATTRIBUTE_NAMES
+from vp.training.world import Attributes
+
+TASK_MIX: dict[Task, float] = {
+    Task.TEXT_TO_VIDEO: 0.33, Task.TEXT_TO_IMAGE: 0.05, Task.IMAGE_TO_VIDEO: 0.10, Task.CONTINUATION: 0.05,
+    Task.LONG_VIDEO: 0.05, Task.INPAINT: 0.05, Task.OUTPAINT: 0.05, Task.VIDEO_TO_AUDIO: 0.08,
+    Task.AUDIO_TO_VIDEO: 0.05, Task.AUDIO_VIDEO_CONTINUATION: 0.05, Task.STYLIZATION: 0.09,
+    Task.UNCONDITIONAL: 0.05,
+}
+NO_TEXT = {Task.UNCONDITIONAL, Task.VIDEO_TO_AUDIO}
+SPARSE = {Task.LONG_VIDEO: "long_video", Task.INPAINT: "inpaint", Task.OUTPAINT: "outpaint"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMRecipe:
+    steps: int = 1400
+    batch: int = 8
+    lr: float = 1.5e-3
+    text_dropout: float = 0.1
+    seed: int = 4
+
+
+@dataclass
+class Example:
+    """One training sequence: ids [S] int64 (prefix then output), the layout it follows, the text
+    caption (None without text), and per position the id range its token was drawn from
+    (low = high = 0 where no loss is taken)."""
+
+    layout: SequenceLayout
+    ids: np.ndarray
+    caption: str | None
+    low: np.ndarray
+    high: np.ndarray
+
+
+class DemoLM(nn.Module):
+    """The trained parts the LLM stage owns: the prefix LM and the text projection."""
+
+    def __init__(self, llm: PrefixLM, text_projection: nn.Linear):
+        super().__init__()
+        self.llm = llm
+        self.text_projection = text_projection
+
+
+class TextCache:
+    """Caption -> the frozen encoder's hidden states [L, hidden] (computed once per caption)."""
+
+    def __init__(self, encoder: TextEncoder):
+        self.encoder = encoder
+        self.cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, caption: str) -> torch.Tensor:
+        if caption not in self.cache:
+            tokens = self.encoder.tokenize([caption])
+            ids, mask = torch.from_numpy(tokens.ids), torch.from_numpy(tokens.mask)
+            self.cache[caption] = self.encoder.encoder(ids, mask)[0, :int(mask.sum())].float()
+        return self.cache[caption]
+
+
+def output_ids(layout: SequenceLayout, video: np.ndarray | None, audio: np.ndarray | None, vocab) -> np.ndarray:
+    """The true output block of `layout`: its forced ids, and the clip's ids at the sampled positions.
+
+    video: codes [t, h, w] of the whole output clip; audio: codes [frames, levels]. Given latent
+    frames (forced) are the clip's own first frames, so both streams advance over them.
+    """
+    stream = {"video": iter(vocab.video_ids(video)) if video is not None else iter(()),
+              "audio": iter(vocab.audio_ids(audio)) if audio is not None else iter(())}
+    lo_v, hi_v = vocab.visual_range()
+    out = []
+    for forced, low, high in layout.positions():
+        kind = "video" if low >= lo_v and high <= hi_v else "audio"
+        if forced >= 0:
+            if forced >= vocab.visual_offset:  # a given code: its stream moves past it
+                next(stream[kind])
+            out.append(forced)
+        else:
+            out.append(int(next(stream[kind])))
+    return np.array(out, np.int64)
+
+
+def make_example(task: Task, row: int, data: dict[str, np.ndarray], builder: SequenceBuilder,
+                 rng: np.random.Generator, text_dropout: float, text_len_of) -> Example:
+    """The sequence of `task` on clip `row`; text_len_of(caption) gives a caption's token count."""
+    vocab, g = builder.vocab, builder.geometry
+    a = Attributes(*(ATTRIBUTE_NAMES[k][i] for k, i in zip(ATTRIBUTE_NAMES, data["attributes"][row])),
+                   start=(0.0, 0.0))
+    caption = None
+    if task not in NO_TEXT and rng.uniform() >= text_dropout:
+        caption = training_caption(a, rng)
+    video, audio = data["video"][row], data["audio"][row]
+    inputs: dict = {}
+    target_audio = None
+    if task in {Task.TEXT_TO_VIDEO, Task.UNCONDITIONAL}:
+        inputs["with_audio"] = True
+        target_audio = audio
+    elif task is Task.IMAGE_TO_VIDEO:
+        inputs["video"] = video[:1]
+    elif task is Task.CONTINUATION:
+        inputs["video"] = video[:rng.integers(1, g.video_grid[0])]
+    elif task is Task.LONG_VIDEO:
+        video = data["long_video"][row]
+        inputs["video"] = video[:3]  # the last second (fps + 1 = 9 frames) of the clip before
+    elif task in {Task.INPAINT, Task.OUTPAINT}:
+        inputs["video"] = data[SPARSE[task]][row]
+    elif task is Task.VIDEO_TO_AUDIO:
+        inputs["video"] = video
+        target_audio = audio
+    elif task is Task.AUDIO_TO_VIDEO:
+        inputs["audio"] = audio
+    elif task is Task.AUDIO_VIDEO_CONTINUATION:
+        k = int(rng.integers(1, g.video_grid[0]))
+        frames = 1 + 4 * (k - 1)
+        known = g.audio_frames * frames // (4 * (g.video_grid[0] - 1) + 1)  # the audio of those frames
+        inputs["video"], inputs["audio"] = video[:k], audio[:max(1, known)]
+        target_audio = audio
+    elif task is Task.STYLIZATION:
+        inputs["video"] = data["structure"][row]
+    layout = builder.build(task, text_len=text_len_of(caption) if caption else 0, **inputs)
+    target_video = video[:1] if task is Task.TEXT_TO_IMAGE else (None if task is Task.VIDEO_TO_AUDIO else video)
+    out = output_ids(layout, target_video, target_audio, vocab)
+    ids = np.concatenate([layout.prefix, out])
+    low = np.zeros(len(ids), np.int64)
+    high = np.zeros(len(ids), np.int64)
+    for j, (forced, lo, hi) in enumerate(layout.positions()):
+        if forced < 0:
+            low[layout.prefix_len + j], high[layout.prefix_len + j] = lo, hi
+    return Example(layout, ids, caption, low, high)
+
+
+def losses(model: DemoLM, examples: list[Example], text: TextCache) -> dict[str, torch.Tensor]:
+    """Next-token cross-entropy over each sampled position's id range, averaged over positions."""
+    B, S = len(examples), max(len(e.ids) for e in examples)
+    ids = torch.zeros(B, S, dtype=torch.long)
+    low = torch.zeros(B, S, dtype=torch.long)
+    high = torch.zeros(B, S, dtype=torch.long)
+    hidden = torch.zeros(B, S, model.text_projection.in_features)
+    embed_mask = torch.zeros(B, S, dtype=torch.bool)
+    for b, e in enumerate(examples):  # right padding: a causal output position never reads it
+        n = len(e.ids)
+        ids[b, :n], low[b, :n], high[b, :n] = (torch.from_numpy(x) for x in (e.ids, e.low, e.high))
+        if e.caption is not None:
+            lay = e.layout
+            hidden[b, lay.text_start:lay.text_start + lay.text_len] = text(e.caption)
+            embed_mask[b, lay.text_start:lay.text_start + lay.text_len] = True
+    prefix_lens = torch.tensor([e.layout.prefix_len for e in examples])
+    embeds = model.text_projection(hidden)
+    logits = model.llm(ids, prefix_lens, embeds, embed_mask)  # (B, S, V)
+    # position j's token is predicted at j - 1
+    take = high[:, 1:] > 0  # (B, S-1)
+    rows = logits[:, :-1][take]  # (N, V)
+    vocab = torch.arange(rows.shape[-1])
+    allowed = (vocab >= low[:, 1:][take, None]) & (vocab < high[:, 1:][take, None])
+    per = F.cross_entropy(rows.masked_fill(~allowed, float("-inf")), ids[:, 1:][take], reduction="none")
+    visual = low[:, 1:][take] == SPECIAL_RANGE  # the visual range starts right after the special ids
+    return {"loss": per.mean(), "video": per[visual].detach().mean(), "audio": per[~visual].detach().mean()}
+
+
+def train(model: DemoLM, recipe: LLMRecipe, work, data: dict[str, np.ndarray], builder: SequenceBuilder,
+          text: TextCache) -> DemoLM:
+    tasks = list(TASK_MIX)
+    weights = np.array([TASK_MIX[t] for t in tasks])
+    sparse_rows = np.nonzero(data["long_video"][:, 0, 0, 0] >= 0)[0]
+    n = len(data["video"])
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        rng = np.random.Generator(np.random.PCG64([recipe.seed, step]))
+        examples = []
+        for _ in range(recipe.batch):
+            task = tasks[rng.choice(len(tasks), p=weights / weights.sum())]
+            row = int(rng.choice(sparse_rows)) if task in SPARSE else int(rng.integers(n))
+            examples.append(make_example(task, row, data, builder, rng, recipe.text_dropout,
+                                         lambda caption: len(text(caption))))
+        return losses(model, examples, text)
+
+    stage = Stage("llm", model, Schedule(steps=recipe.steps, lr=recipe.lr, warmup=100), work)
+    return stage.train(step_fn)

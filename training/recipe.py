@@ -1,0 +1,134 @@
+"""The demo model's training recipe: which stage trains what, from which inputs, into which file.
+
+    video-tokenizer   world clips -> video_tokenizer.safetensors
+    audio-tokenizer   world sounds -> audio_tokenizer.safetensors
+    tokens            world clips through both tokenizers -> work/tokens.npz
+    llm               token dataset + captions -> llm.safetensors, text_projection.safetensors
+    superres          token dataset (64 and 128 renders) -> superres_0.safetensors
+
+Every stage starts from the demo preset's seeded init, reads the weights of
+the stages before it from `out`, and writes its own component there in fp16
+when it is done (the shipped weights; checkpoints stay in `work`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vp.models.audio_tokenizer import AudioTokenizer
+from vp.models.checkpoint import Models, build, shipped_weights
+from vp.models.presets import Preset, get_preset
+from vp.models.video_tokenizer import VideoTokenizer
+from vp.runtime.vocab import SequenceBuilder
+from vp.training import audio_tokenizer, llm, superres, tokens, video_tokenizer
+from vp.training.world import World, WorldConfig
+
+PRESET = "demo"
+STAGES = ("video-tokenizer", "audio-tokenizer", "tokens", "llm", "superres")
+
+
+def world_config(preset: Preset) -> WorldConfig:
+    """The world whose clips have the preset's geometry and sample rate."""
+    c = preset.clip
+    return WorldConfig(frames=c.frames, height=c.height, width=c.width, fps=c.fps,
+                       sample_rate=preset.audio_tokenizer.sample_rate)
+
+
+def run_stage(stage: str, *, work: Path, out: Path | None = None, steps: int | None = None,
+              threads: int | None = None) -> str:
+    """Train `stage` (resuming from `work`), write its weights into `out`; a one-paragraph report."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if threads:
+        torch.set_num_threads(threads)
+    preset = get_preset(PRESET)
+    out = Path(out) if out is not None else shipped_weights(preset)
+    work = Path(work)
+    world = World(world_config(preset))
+    overrides = {"steps": steps} if steps else {}
+    if stage == "video-tokenizer":
+        return _video_tokenizer(preset, world, work, out, video_tokenizer.VideoTokenizerRecipe(**overrides))
+    if stage == "audio-tokenizer":
+        return _audio_tokenizer(preset, world, work, out, audio_tokenizer.AudioTokenizerRecipe(**overrides))
+    if stage == "tokens":
+        recipe = tokens.TokenRecipe(**({"clips": steps} if steps else {}))
+        models = _load(preset, out, "video_tokenizer", "audio_tokenizer")
+        path = tokens.build(models.video_tokenizer, models.audio_tokenizer, world, recipe, work / "tokens.npz")
+        return f"token dataset of {recipe.clips} clips in {path}"
+    if stage == "llm":
+        return _llm(preset, work, out, llm.LLMRecipe(**overrides))
+    return _superres(preset, work, out, superres.SuperResRecipe(**overrides))
+
+
+def _video_tokenizer(preset, world, work, out, recipe) -> str:
+    model = _seeded(lambda: VideoTokenizer(preset.video_tokenizer), recipe.seed)
+    video_tokenizer.train(model, recipe, work, world.config)
+    _save(model, out, "video_tokenizer", preset)
+    scores = video_tokenizer.held_out_psnr(model, world)
+    structure = video_tokenizer.held_out_psnr(model, world, structure=True)
+    return (f"video tokenizer: held-out PSNR {np.mean(scores):.2f} dB (min {np.min(scores):.2f}), "
+            f"structure videos {np.mean(structure):.2f} dB; weights in {out}")
+
+
+def _audio_tokenizer(preset, world, work, out, recipe) -> str:
+    model = _seeded(lambda: AudioTokenizer(preset.audio_tokenizer), recipe.seed)
+    audio_tokenizer.train(model, recipe, work, world)
+    _save(model, out, "audio_tokenizer", preset)
+    errors = audio_tokenizer.held_out_pitch_errors(model, world)
+    return (f"audio tokenizer: pitch within 3% in {np.mean(np.array(errors) <= 0.03):.0%} of held-out clips "
+            f"(median error {np.median(errors):.2%}); weights in {out}")
+
+
+def _llm(preset, work, out, recipe) -> str:
+    models = _load(preset, out)  # the LLM stage reads codes from the token dataset, not the tokenizers
+    model = llm.DemoLM(models.llm, models.text_encoder.projection).requires_grad_(True)
+    builder = SequenceBuilder(preset.vocab, preset.geometry)
+    data = tokens.load(work / "tokens.npz")
+    llm.train(model, recipe, work, data, builder, llm.TextCache(models.text_encoder))
+    _save(model.llm, out, "llm", preset)
+    _save(model.text_projection, out, "text_projection", preset)
+    return f"llm and text projection trained ({recipe.steps} steps); weights in {out}"
+
+
+def _superres(preset, work, out, recipe) -> str:
+    models = _load(preset, out, "video_tokenizer", "audio_tokenizer", "llm", "text_projection")
+    stage = models.superres[0].requires_grad_(True)
+    data = tokens.load(work / "tokens.npz")
+    superres.train(stage, models.text_encoder.projection, recipe, work, data, llm.TextCache(models.text_encoder))
+    _save(stage, out, "superres_0", preset)
+    return f"super-resolution trained ({recipe.steps} steps); weights in {out}"
+
+
+def _load(preset: Preset, out: Path, *names: str) -> Models:
+    """The preset's seeded models with the components `names` loaded from `out` (earlier stages' weights)."""
+    from safetensors.torch import load_file
+
+    models = build(preset, seed=0)
+    parts = models.trained_components()
+    for name in names:
+        path = out / f"{name}.safetensors"
+        if not path.is_file():
+            raise ValueError(f"{path} is missing: train the stage that makes it first (see vp-train --help)")
+        parts[name].load_state_dict(load_file(str(path)))
+    return models
+def _seeded(make, seed: int) -> nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return make()
+
+
+def _save(module: nn.Module, out: Path, name: str, preset: Preset) -> None:
+    """Write `name`.safetensors (fp16 floats) and the preset's config into `out`."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in module.state_dict().items()}
+    tmp = out / f".{name}.partial.safetensors"
+    save_file(tensors, str(tmp))
+    tmp.replace(out / f"{name}.safetensors")
+    (out / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2))

@@ -1,0 +1,101 @@
+"""Training recipe of the demo video tokenizer (MAGVIT-v2 style, LFQ).
+
+Batches: 5-frame windows (one frame alone, then one 4-frame latent group) cut
+at a random frame of demo clips, so that every frame learns to be a first
+frame and a later frame; a share of 64x64 crops of the same world rendered at
+128x128 (the super-resolution stage decodes 16x16 latent grids with this
+tokenizer), and a share of structure videos (the stylization prefix).
+
+Loss: MSE + L1 reconstruction; LFQ with a straight-through sign, a commitment
+term pulling each latent towards +-1, and MAGVIT-v2's entropy term per bit
+(confident bits, every bit used across the batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vp.models.video_tokenizer import VideoTokenizer
+from vp.runtime.conditioning import frames_from_model, video_to_model
+from vp.training.measure import psnr
+from vp.training.stage import Schedule, Stage
+from vp.training.world import HELD_OUT_SEED, World, WorldConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoTokenizerRecipe:
+    steps: int = 1600
+    batch: int = 8
+    window: int = 5  # frames per training window (1 + 4k)
+    lr: float = 2e-3
+    hires_share: float = 0.2
+    structure_share: float = 0.15
+    l1_weight: float = 0.2
+    commit_weight: float = 0.1
+    entropy_weight: float = 0.02
+    seed: int = 1
+
+
+def batch(recipe: VideoTokenizerRecipe, step: int, world: World, hires: World) -> torch.Tensor:
+    """Training windows of step `step`: [batch, 3, window, 64, 64] float in [-1, 1]."""
+    rng = np.random.Generator(np.random.PCG64([recipe.seed, step]))
+    clips = []
+    for i in range(recipe.batch):
+        seed = (recipe.seed * 10_000_000 + step * recipe.batch + i) % HELD_OUT_SEED
+        kind = rng.uniform()
+        if kind < recipe.hires_share:
+            frames = hires.clip(seed).frames
+            y, x = rng.integers(0, 65, size=2)
+            frames = frames[:, y:y + 64, x:x + 64]
+        elif kind < recipe.hires_share + recipe.structure_share:
+            frames = world.clip(seed).structure
+        else:
+            frames = world.clip(seed).frames
+        start = rng.integers(0, len(frames) - recipe.window + 1)
+        clips.append(video_to_model(frames[start:start + recipe.window]))
+    return torch.from_numpy(np.concatenate(clips))
+
+
+def losses(model: VideoTokenizer, video: torch.Tensor, recipe: VideoTokenizerRecipe) -> dict[str, torch.Tensor]:
+    z = model.encoder(video)  # (B, bits, t, h, w)
+    q = torch.where(z > 0, 1.0, -1.0)
+    recon = model.decoder(z + (q - z).detach())  # straight-through sign
+    mse = F.mse_loss(recon, video)
+    l1 = F.l1_loss(recon, video)
+    commit = F.mse_loss(z, q)
+    p = torch.sigmoid(4 * z)  # P(bit = 1)
+    per_position = _binary_entropy(p).mean()
+    across_batch = _binary_entropy(p.mean(dim=(0, 2, 3, 4))).mean()
+    entropy = per_position - across_batch
+    loss = mse + recipe.l1_weight * l1 + recipe.commit_weight * commit + recipe.entropy_weight * entropy
+    return {"loss": loss, "mse": mse, "commit": commit, "entropy": entropy}
+
+
+def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return -(p * p.log() + (1 - p) * (1 - p).log())
+
+
+def train(model: VideoTokenizer, recipe: VideoTokenizerRecipe, work, world_config: WorldConfig) -> VideoTokenizer:
+    world = World(world_config)
+    hires = World(WorldConfig(**{**world_config.__dict__, "height": 128, "width": 128, "scale": 2}))
+    stage = Stage("video_tokenizer", model, Schedule(steps=recipe.steps, lr=recipe.lr), work)
+    return stage.train(lambda step: losses(model, batch(recipe, step, world, hires), recipe))
+
+
+@torch.no_grad()
+def held_out_psnr(model: VideoTokenizer, world: World, clips: int = 32, structure: bool = False) -> list[float]:
+    """PSNR (dB) of whole held-out clips (17 frames) through encode and decode."""
+    model.eval()
+    scores = []
+    for i in range(clips):
+        clip = world.clip(HELD_OUT_SEED + i)
+        frames = clip.structure if structure else clip.frames
+        codes = model.encode(torch.from_numpy(video_to_model(frames)))
+        recon = frames_from_model(model.decode(codes)[0].numpy())
+        scores.append(psnr(recon, frames))
+    return scores
