@@ -13,14 +13,19 @@ Rules (vp's choices where the paper is silent):
 - audio-video continuation: the audio that goes with the given frames
   (frames / fps seconds) conditions the output audio.
 - audio-to-video: the first clip's worth of audio.
+- stylization: the video is replaced by its structure video (optical flow and
+  depth as the paper has it; vp.runtime.structure), so the text, not the
+  input's pixels, chooses the look.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from vp.runtime.structure import SilhouetteFlow
 from vp.runtime.vocab import Task
 
 
@@ -33,8 +38,12 @@ class MediaSpec:
     audio_samples: int  # one clip's audio: 34000 = 2.125 s at 16 kHz
 
 
-def prepare_media(task: Task, spec: MediaSpec, *, image=None, video=None, audio=None, mask=None):
-    """(video [T, H, W, 3] uint8 or None, wave [N] float32 or None) to encode for `task`."""
+def prepare_media(task: Task, spec: MediaSpec, *, image=None, video=None, audio=None, mask=None,
+                  structure_estimator: Callable[[np.ndarray], np.ndarray] | None = None):
+    """(video [T, H, W, 3] uint8 or None, wave [N] float32 or None) to encode for `task`.
+
+    structure_estimator: frames -> structure video for stylization (SilhouetteFlow by default).
+    """
     if task is Task.IMAGE_TO_VIDEO:
         if image is None:
             raise ValueError("task i2v needs an image [H, W, 3] uint8")
@@ -50,6 +59,8 @@ def prepare_media(task: Task, spec: MediaSpec, *, image=None, video=None, audio=
         if mask.shape not in {video.shape[1:3], video.shape[:3]}:
             raise ValueError(f"mask: expected [H, W] or [T, H, W] = {video.shape[:3]}, got {mask.shape}")
         video = np.where(np.broadcast_to(mask[..., None], video.shape), np.uint8(128), video)
+    if task is Task.STYLIZATION and video is not None:
+        video = _check_frames("structure video", (structure_estimator or SilhouetteFlow())(video))
     wave = None
     if audio is not None:
         wave = np.asarray(audio)

@@ -1,9 +1,8 @@
 """Plain image and audio analysis of a clip: what the demo evaluator reads back.
 
 numpy only, no learned judge. For frames [T, H, W, 3] uint8 and audio [N]:
-- the object: per frame, pixels whose colour lies far from the background
-  (the median of the frame's border) — farther than half the frame's 99.5th
-  percentile distance, and at least MIN_CONTRAST;
+- the object: per frame, the pixels that stand out from the background
+  (vp.runtime.structure.object_coverage, shared with the stylization prefix);
 - colour: the palette colour nearest the median colour of the object's
   pixels over all frames;
 - direction: the dominant axis and sign of the centroid's displacement over
@@ -22,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vp.runtime.structure import centroids, object_coverage
 from vp.training.world import COLOURS, DIRECTIONS, FREE_FRAMES, PITCH_HZ, World, WorldConfig
 
-MIN_CONTRAST = 40.0  # Euclidean RGB distance below which nothing stands out
 DIRECTION_FRAMES = FREE_FRAMES
 MIN_TRAVEL = 1.5  # pixels over DIRECTION_FRAMES below which the object does not move
 # area of each shape at half-extent 1, and its centroid's offset below the box centre (World.coverage)
@@ -53,39 +52,19 @@ class Measurement:
         return min(PITCH_HZ, key=lambda s: abs(np.log(PITCH_HZ[s] / self.pitch_hz)))
 
 
-def object_coverage(frames: np.ndarray) -> np.ndarray:
-    """frames [T, H, W, 3] uint8 -> [T, H, W] float32 in [0, 1]: how much of each pixel is object.
-
-    1 at the frame's full contrast from the background, 0 below half of it (or
-    everywhere when nothing stands out by MIN_CONTRAST).
-    """
-    frames = _check_frames(frames).astype(np.float32)
-    cover = np.zeros(frames.shape[:3], np.float32)
-    for t, frame in enumerate(frames):
-        border = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]])
-        dist = np.linalg.norm(frame - np.median(border, axis=0), axis=-1)  # (H, W)
-        strength = np.percentile(dist, 99.5)
-        if strength >= MIN_CONTRAST:
-            threshold = max(MIN_CONTRAST, 0.5 * strength)
-            cover[t] = np.where(dist > threshold, np.clip(dist / strength, 0, 1), 0)
-    return cover
-
-
 def measure_video(frames: np.ndarray) -> tuple[str | None, str | None, str | None, np.ndarray]:
     """(colour, direction, shape, track [T, 2]) of frames [T, H, W, 3] uint8."""
     frames = _check_frames(frames)
     world = World(WorldConfig(height=frames.shape[1], width=frames.shape[2]))  # shape templates at this size
     cover = object_coverage(frames)
     masks = cover > 0
-    track = np.full((len(frames), 2), np.nan)
+    track = centroids(cover)
     votes: dict[str, int] = {}
     for t, c in enumerate(cover):
-        area = float(c.sum())
         if np.count_nonzero(c) < 4:
+            track[t] = np.nan
             continue
-        ys, xs = np.mgrid[:c.shape[0], :c.shape[1]] + 0.5
-        track[t] = (xs * c).sum() / area, (ys * c).sum() / area
-        shape = _shape(world, c, area, track[t])
+        shape = _shape(world, c, float(c.sum()), track[t])
         votes[shape] = votes.get(shape, 0) + 1
     if not masks.any():
         return None, None, None, track

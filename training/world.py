@@ -10,11 +10,11 @@ A clip (17 frames at 8 fps = 2.125 s, 64x64, the demo preset's geometry):
 - its sound: a tone whose pitch is set by the shape (circle low, square
   middle, triangle high) and a click at every bounce;
 - its structure: what the paper's stylization task conditions on instead of
-  the pixels (optical flow and depth from off-the-shelf estimators). Here the
-  world knows them exactly: the object's silhouette, coloured by its flow
-  (red = 128 + 16 vx, green = 128 + 16 vy, px per frame) at full depth (blue
-  = 255), on black. `vp.runtime.structure` estimates the same signal from
-  pixels for an input video.
+  the pixels (optical flow and depth from off-the-shelf estimators), in the
+  encoding of vp.runtime.structure. Here the world knows them exactly: the
+  object's coverage, coloured by its true motion into the next frame, at full
+  nearness; `vp.runtime.structure.SilhouetteFlow` estimates the same signal
+  from the pixels of an input video.
 
 Edges are anti-aliased (4x4 supersampling), so the tokenizer learns smooth
 boundaries instead of staircase noise.
@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from vp.runtime.structure import flow_of_track, structure_video
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -132,23 +134,18 @@ class World:
     def render(self, a: Attributes, seed: int = 0) -> Clip:
         """Frames, sound and structure of the clip with attributes `a` (seed: the click noise)."""
         c = self.config
-        track, velocity, bounces = self._trajectory(a)
-        frames = np.empty((c.frames, c.height, c.width, 3), np.uint8)
-        structure = np.zeros_like(frames)
+        track, bounces = self._trajectory(a)
+        k = c.scale
+        cover = np.stack([self.coverage(a.shape, SIZES[a.size] * k, x * k, y * k) for x, y in track])  # (T, H, W)
         colour = np.array(COLOURS[a.colour], np.float32)
         background = np.array(BACKGROUND, np.float32)
-        k = c.scale
-        for t, (x, y) in enumerate(track):
-            cover = self.coverage(a.shape, SIZES[a.size] * k, x * k, y * k)[..., None]  # (H, W, 1) in [0, 1]
-            frames[t] = np.round(background + cover * (colour - background)).astype(np.uint8)
-            flow = np.array([128 + 16 * velocity[t, 0], 128 + 16 * velocity[t, 1], 255], np.float32)
-            structure[t] = np.round(cover * np.clip(flow, 0, 255)).astype(np.uint8)
+        frames = np.round(background + cover[..., None] * (colour - background)).astype(np.uint8)
+        structure = structure_video(cover, flow_of_track(track * k))
         audio = self._sound(a.shape, bounces, seed)
         return Clip(a, frames, audio, structure, track, tuple(bounces))
 
-    def _trajectory(self, a: Attributes) -> tuple[np.ndarray, np.ndarray, list[float]]:
-        """Centres [T, 2], velocities [T, 2] (px per frame, the motion into the next frame) and
-        bounce times, stepping in sub-frames so that a wall hit is timed to 1/16 frame."""
+    def _trajectory(self, a: Attributes) -> tuple[np.ndarray, list[float]]:
+        """Centres [T, 2] and bounce times, stepping in sub-frames so that a wall hit is timed to 1/16 frame."""
         c = self.config
         height, width = c.base_size
         r, speed = SIZES[a.size], SPEEDS[a.speed]
@@ -156,9 +153,8 @@ class World:
         vel = np.array(DIRECTIONS[a.direction], np.float64) * speed
         limits = np.array([[r, width - r], [r, height - r]])
         sub = 16
-        track, velocity, bounces = [pos.copy()], [], []
+        track, bounces = [pos.copy()], []
         for t in range(c.frames - 1):
-            velocity.append(vel.copy())
             for s in range(sub):
                 pos += vel / sub
                 for axis in range(2):
@@ -168,8 +164,7 @@ class World:
                         vel[axis] = -vel[axis]
                         bounces.append(t + (s + 1) / sub)
             track.append(pos.copy())
-        velocity.append(vel.copy())
-        return np.array(track), np.array(velocity), bounces
+        return np.array(track), bounces
 
     def coverage(self, shape: str, r: float, x: float, y: float) -> np.ndarray:
         """[H, W] float32: the fraction of each pixel that `shape` of half-extent r centred at (x, y)

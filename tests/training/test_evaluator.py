@@ -1,0 +1,54 @@
+from dataclasses import replace
+
+import numpy as np
+
+from vp.training.evaluator import Output, Report, evaluate
+from vp.training.world import COLOURS, HELD_OUT_SEED, World
+
+
+class Truth:
+    """Answers each held-out case with the world's own clip (restyled in the prompt's colour)."""
+
+    def __init__(self, world):
+        self.world = world
+
+    def __call__(self, *, task, seed, prompt="", **_):
+        clip = self.world.clip(HELD_OUT_SEED + seed)
+        if task == "stylize":
+            colour = next(c for c in COLOURS if f" {c} " in f" {prompt} ")
+            clip = self.world.render(replace(clip.attributes, colour=colour), seed=HELD_OUT_SEED + seed)
+        audio = clip.audio if task in {"t2v", "v2a"} else np.zeros(0, np.float32)
+        frames = clip.frames if task != "v2a" else np.zeros((0, 64, 64, 3), np.uint8)
+        return Output(frames, audio, self.world.config.sample_rate, self.world.config.fps)
+
+
+class Noise:
+    def __init__(self):
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self, *, task, **_):
+        frames = self.rng.integers(0, 256, (17, 64, 64, 3), dtype=np.uint8)
+        return Output(frames, self.rng.uniform(-0.5, 0.5, 17000).astype(np.float32), 8000, 8)
+
+
+def test_ground_truth_scores_full_marks_through_mp4():
+    report = evaluate(Truth(World()), cases=6)
+    assert set(report.scores) == {"t2v colour", "t2v direction", "t2v shape", "t2v pitch",
+                                  "i2v first-frame PSNR (dB)", "i2v colour kept", "v2a pitch",
+                                  "stylize trajectory and colour"}
+    for row, value in report.scores.items():
+        assert value >= (30.0 if "dB" in row else 1.0), (row, value)
+    assert "| t2v colour | 6 | 100% | >= 85% | yes |" in report.table()
+
+
+def test_noise_scores_low():
+    report = evaluate(Noise(), cases=12, tasks=("t2v", "stylize"))
+    assert report.scores["t2v direction"] <= 0.25
+    assert report.scores["stylize trajectory and colour"] == 0.0
+    assert report.scores["t2v colour"] <= 0.5
+
+
+def test_report_table_marks_misses():
+    r = Report()
+    r.add("t2v shape", [1.0, 0.0])
+    assert "| t2v shape | 2 | 50% | >= 60% | no |" in r.table()

@@ -1,0 +1,159 @@
+"""The demo evaluator: generate held-out cases, read them back from mp4, measure, score.
+
+Held-out cases: world seeds from HELD_OUT_SEED on (clips never trained on)
+captioned with the HELD_OUT_TEMPLATES phrasings (never trained on). Every
+generated clip is written as an mp4 (H.264 + AAC) and read back with the
+runtime's media reader before it is measured (vp.training.measure: plain
+image and audio analysis), so the scores are those of the files a user gets.
+
+Rows (targets from the demo-model issue):
+
+    t2v colour / direction / shape / pitch   the prompt's attributes in the generated clip
+    i2v first frame PSNR, colour kept        the input image stays the first frame
+    v2a pitch                                the tone of the input video's shape
+    stylize trajectory + colour              the input's centroid track (within 3 px), the prompt's colour
+
+Generation runs through a `Generator`: the torch reference (ReferenceGenerator)
+or a bundle (BundleGenerator, ONNX Runtime or TensorRT), with the same seeds,
+so the two can be compared row by row.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from vp.runtime.media import read_audio, read_video, write_mp4
+from vp.training.captions import HELD_OUT_TEMPLATES, caption
+from vp.training.measure import measure, psnr
+from vp.training.world import COLOURS, HELD_OUT_SEED, World
+
+TARGETS = {
+    "t2v colour": 0.85, "t2v direction": 0.75, "t2v shape": 0.60, "t2v pitch": 0.75,
+    "i2v first-frame PSNR (dB)": 25.0, "i2v colour kept": 0.90, "v2a pitch": 0.75,
+    "stylize trajectory and colour": 0.80,
+}
+TRACK_TOLERANCE = 3.0  # pixels: mean distance of the stylized clip's centroid track from the input's
+
+
+@dataclass
+class Output:
+    """frames [T, H, W, 3] uint8; audio [N] float32 (may be empty); sample_rate Hz; fps."""
+
+    frames: np.ndarray
+    audio: np.ndarray
+    sample_rate: int
+    fps: int
+
+
+class Generator(Protocol):
+    def __call__(self, **kwargs) -> Output: ...
+
+
+class ReferenceGenerator:
+    """The torch reference (vp.models.reference.generate) on loaded models."""
+
+    def __init__(self, models):
+        self.models = models
+
+    def __call__(self, **kwargs) -> Output:
+        from vp.models.reference import generate
+
+        r = generate(self.models, **kwargs)
+        return Output(r.frames, r.audio, r.sample_rate, self.models.preset.clip.fps)
+
+
+class BundleGenerator:
+    """A bundle through vp.runtime.pipeline.Pipeline (first sample)."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def __call__(self, **kwargs) -> Output:
+        r = self.pipeline.generate(**kwargs)
+        return Output(r.samples[0].frames, r.samples[0].audio, r.sample_rate, r.fps)
+
+
+@dataclass
+class Report:
+    """scores: row -> measured value (a share, or dB); counts: row -> number of cases."""
+
+    scores: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: str, values: list[float]) -> None:
+        self.scores[row] = float(np.mean(values)) if values else float("nan")
+        self.counts[row] = len(values)
+
+    def table(self) -> str:
+        lines = ["| measure | cases | measured | target | met |", "|---|---|---|---|---|"]
+        for row, value in self.scores.items():
+            target = TARGETS.get(row)
+            shown = f"{value:.1f}" if "dB" in row else f"{value:.0%}"
+            want = "-" if target is None else (f"{target:.1f}" if "dB" in row else f">= {target:.0%}")
+            met = "-" if target is None else ("yes" if value >= target else "no")
+            lines.append(f"| {row} | {self.counts[row]} | {shown} | {want} | {met} |")
+        return "\n".join(lines)
+
+
+def _round_trip(out: Output, folder: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Write the output as an mp4 and read frames and sound back as a user's player would."""
+    path = folder / f"{name}.mp4"
+    audio = out.audio if len(out.audio) else None
+    write_mp4(path, out.frames, out.fps, audio, out.sample_rate)
+    h, w = out.frames.shape[1:3]
+    frames = read_video(path, (h, w), out.fps, max_frames=len(out.frames))
+    sound = read_audio(path, out.sample_rate) if audio is not None else np.zeros(0, np.float32)
+    return frames, sound
+
+
+def evaluate(generate: Generator, *, cases: int = 24, world: World | None = None,
+             tasks: tuple[str, ...] = ("t2v", "i2v", "v2a", "stylize"),
+             progress: Callable[[str], None] | None = None, **sampling) -> Report:
+    """Score `cases` held-out cases of each task; `sampling` overrides (temperature, cfg_scale, ...)
+    go to every generation. Case i uses world seed HELD_OUT_SEED + i and generation seed i."""
+    world = world or World()
+    sr = world.config.sample_rate
+    report = Report()
+    rows: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="vp-eval-") as tmp:
+        folder = Path(tmp)
+        for i in range(cases):
+            clip = world.clip(HELD_OUT_SEED + i)
+            a = clip.attributes
+            prompt = caption(a, HELD_OUT_TEMPLATES[i % len(HELD_OUT_TEMPLATES)])
+            if progress:
+                progress(f"case {i + 1}/{cases}: {prompt}")
+            if "t2v" in tasks:
+                frames, sound = _round_trip(generate(task="t2v", prompt=prompt, seed=i, **sampling), folder, "t2v")
+                m = measure(frames, sound, sr)
+                rows.setdefault("t2v colour", []).append(m.colour == a.colour)
+                rows.setdefault("t2v direction", []).append(m.direction == a.direction)
+                rows.setdefault("t2v shape", []).append(m.shape == a.shape)
+                rows.setdefault("t2v pitch", []).append(m.pitch_shape == a.shape)
+            if "i2v" in tasks:
+                out = generate(task="i2v", prompt=prompt, image=clip.frames[0], seed=i, **sampling)
+                frames, _ = _round_trip(out, folder, "i2v")
+                rows.setdefault("i2v first-frame PSNR (dB)", []).append(min(psnr(frames[0], clip.frames[0]), 99.0))
+                rows.setdefault("i2v colour kept", []).append(measure(frames, None, sr).colour == a.colour)
+            if "v2a" in tasks:
+                sound = generate(task="v2a", video=clip.frames, seed=i, **sampling).audio  # a wav: no codec
+                m = measure(clip.frames, sound, sr)
+                rows.setdefault("v2a pitch", []).append(m.pitch_shape == a.shape)
+            if "stylize" in tasks:
+                colour = list(COLOURS)[(list(COLOURS).index(a.colour) + 1 + i % (len(COLOURS) - 1)) % len(COLOURS)]
+                restyled = caption(replace(a, colour=colour), HELD_OUT_TEMPLATES[i % len(HELD_OUT_TEMPLATES)])
+                out = generate(task="stylize", prompt=restyled, video=clip.frames, seed=i, **sampling)
+                frames, _ = _round_trip(out, folder, "stylize")
+                m = measure(frames, None, sr)
+                distance = np.nanmean(np.linalg.norm(m.track - measure(clip.frames, None, sr).track, axis=1))
+                rows.setdefault("stylize trajectory and colour", []).append(
+                    bool(distance <= TRACK_TOLERANCE) and m.colour == colour)
+    for row, values in rows.items():
+        report.add(row, [float(v) for v in values])
+    return report
