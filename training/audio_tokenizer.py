@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from vp.models.audio_tokenizer import AudioTokenizer
-from vp.runtime.conditioning import fit_audio
 from vp.training.measure import pitch
 from vp.training.stage import Schedule, Stage
 from vp.training.world import HELD_OUT_SEED, PITCH_HZ, World
@@ -106,13 +105,13 @@ def train(model: AudioTokenizer, recipe: AudioTokenizerRecipe, work, world: Worl
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         wave = batch(recipe, step, world, hop)
-        z = model.encoder(wave[:, None]).transpose(1, 2)  # (B, F, D)
+        z = model.encoder(wave[:, None]).transpose(1, 2).float()  # (B, F, D)
         if step == 0:
             quantizer.seed_codes(z, only_dead=False)
         elif step % recipe.reseed_every == 0 and quantizer.usage.sum() > 0:  # not right after a resume
             quantizer.seed_codes(z, only_dead=True)
         zq, codebook, commit = quantizer(z)
-        recon = model.decoder(zq.transpose(1, 2))[:, 0]  # (B, N)
+        recon = model.decoder(zq.transpose(1, 2))[:, 0].float()  # (B, N)
         l1 = F.l1_loss(recon, wave)
         stft = _stft_loss(recon, wave)
         loss = l1 + recipe.stft_weight * stft + recipe.codebook_weight * codebook + recipe.commit_weight * commit
@@ -126,11 +125,11 @@ def train(model: AudioTokenizer, recipe: AudioTokenizerRecipe, work, world: Worl
 def held_out_pitch_errors(model: AudioTokenizer, world: World, clips: int = 60) -> list[float]:
     """Relative pitch error of each held-out clip's sound after encode and decode."""
     model.eval()
+    held_out = [world.clip(HELD_OUT_SEED + i) for i in range(clips)]
+    waves = torch.from_numpy(np.stack([clip.audio for clip in held_out]))
+    decoded = model.decode(model.encode(waves), num_samples=waves.shape[1]).numpy()
     errors = []
-    for i in range(clips):
-        clip = world.clip(HELD_OUT_SEED + i)
-        codes = model.encode(torch.from_numpy(clip.audio)[None])
-        wave = fit_audio(model.decode(codes)[0].numpy(), len(clip.audio))
+    for clip, wave in zip(held_out, decoded):
         measured = pitch(wave, world.config.sample_rate)
         truth = PITCH_HZ[clip.attributes.shape]
         errors.append(float("inf") if measured is None else abs(measured - truth) / truth)

@@ -45,7 +45,7 @@ def losses(model: SuperResolution, low: torch.Tensor, high: torch.Tensor, text: 
     rank = scores.argsort(-1).argsort(-1)
     masked = rank < count[:, None]  # (B, N)
     tokens = torch.where(masked, torch.full_like(high, c.mask_id), high)
-    logits = model(tokens, low, text, text_mask)  # (B, N, k, classes)
+    logits = model(tokens, low, text, text_mask).float()  # (B, N, k, classes)
     loss = high.new_zeros((), dtype=torch.float32)
     for j in range(c.factors):
         factor = (high // c.classes**j) % c.classes

@@ -1,10 +1,12 @@
 """Training recipe of the demo video tokenizer (MAGVIT-v2 style, LFQ).
 
-Batches: 5-frame windows (one frame alone, then one 4-frame latent group) cut
-at a random frame of demo clips, so that every frame learns to be a first
-frame and a later frame; a share of 64x64 crops of the same world rendered at
-128x128 (the super-resolution stage decodes 16x16 latent grids with this
-tokenizer), and a share of structure videos (the stylization prefix).
+Batches: first single frames (cheap: the codes of colour and shape are
+learned on images, which are also every clip's first latent frame), then
+9-frame windows (one frame alone, then two 4-frame latent groups) cut at a
+random frame of demo clips, so that every frame learns to be a first frame
+and a later one. A share of each batch is 64x64 crops of the same world
+rendered at 128x128 (the super-resolution stage decodes 16x16 latent grids
+with this tokenizer), and a share structure videos (the stylization prefix).
 
 Loss: MSE + L1 reconstruction; LFQ with a straight-through sign, a commitment
 term pulling each latent towards +-1, and MAGVIT-v2's entropy term per bit
@@ -28,24 +30,29 @@ from vp.training.world import HELD_OUT_SEED, World, WorldConfig
 
 @dataclass(frozen=True, kw_only=True)
 class VideoTokenizerRecipe:
-    steps: int = 1600
-    batch: int = 8
-    window: int = 5  # frames per training window (1 + 4k)
+    steps: int = 3000
+    image_steps: int = 500  # the first steps train on single frames
+    image_batch: int = 24
+    batch: int = 6
+    window: int = 9  # frames per training window (1 + 4k)
     lr: float = 2e-3
     hires_share: float = 0.2
     structure_share: float = 0.15
     l1_weight: float = 0.2
-    commit_weight: float = 0.1
-    entropy_weight: float = 0.02
+    commit_weight: float = 0.25
+    entropy_weight: float = 0.1
     seed: int = 1
 
 
 def batch(recipe: VideoTokenizerRecipe, step: int, world: World, hires: World) -> torch.Tensor:
-    """Training windows of step `step`: [batch, 3, window, 64, 64] float in [-1, 1]."""
+    """Training windows of step `step`: [batch, 3, window, 64, 64] float in [-1, 1]
+    ([image_batch, 3, 1, 64, 64] during the first image_steps)."""
     rng = np.random.Generator(np.random.PCG64([recipe.seed, step]))
+    images = step < recipe.image_steps
+    size, window = (recipe.image_batch, 1) if images else (recipe.batch, recipe.window)
     clips = []
-    for i in range(recipe.batch):
-        seed = (recipe.seed * 10_000_000 + step * recipe.batch + i) % HELD_OUT_SEED
+    for i in range(size):
+        seed = (recipe.seed * 10_000_000 + step * recipe.image_batch + i) % HELD_OUT_SEED
         kind = rng.uniform()
         if kind < recipe.hires_share:
             frames = hires.clip(seed).frames
@@ -55,15 +62,15 @@ def batch(recipe: VideoTokenizerRecipe, step: int, world: World, hires: World) -
             frames = world.clip(seed).structure
         else:
             frames = world.clip(seed).frames
-        start = rng.integers(0, len(frames) - recipe.window + 1)
-        clips.append(video_to_model(frames[start:start + recipe.window]))
+        start = rng.integers(0, len(frames) - window + 1)
+        clips.append(video_to_model(frames[start:start + window]))
     return torch.from_numpy(np.concatenate(clips))
 
 
 def losses(model: VideoTokenizer, video: torch.Tensor, recipe: VideoTokenizerRecipe) -> dict[str, torch.Tensor]:
-    z = model.encoder(video)  # (B, bits, t, h, w)
+    z = model.encoder(video).float()  # (B, bits, t, h, w)
     q = torch.where(z > 0, 1.0, -1.0)
-    recon = model.decoder(z + (q - z).detach())  # straight-through sign
+    recon = model.decoder(z + (q - z).detach()).float()  # straight-through sign
     mse = F.mse_loss(recon, video)
     l1 = F.l1_loss(recon, video)
     commit = F.mse_loss(z, q)

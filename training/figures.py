@@ -1,0 +1,82 @@
+"""The pictures of docs/training.md: loss curves, tokenizer reconstructions, generated frames.
+
+Needs matplotlib (`pip install 'vp[train]'`), which nothing else in vp uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from vp.training.stage import read_log
+
+CURVES = {"video_tokenizer": ("mse",), "audio_tokenizer": ("l1", "stft"), "llm": ("video", "audio"),
+          "superres": ("loss",)}
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("the training figures need matplotlib: pip install 'vp[train]'") from None
+    return plt
+
+
+def loss_curves(work: Path, path: Path) -> Path:
+    """One panel per trained stage in `work`: its losses against the step (moving average of 25)."""
+    plt = _pyplot()
+    stages = [(name, read_log(work / name)) for name in CURVES if (work / name / "log.jsonl").is_file()]
+    if not stages:
+        raise ValueError(f"no stage logs in {work}")
+    fig, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3), squeeze=False)
+    for ax, (name, records) in zip(axes[0], stages):
+        steps = np.array([r["step"] for r in records])
+        for key in CURVES[name]:
+            values = np.array([r[key] for r in records], np.float64)
+            k = min(25, len(values))
+            smooth = np.convolve(values, np.ones(k) / k, mode="valid")
+            ax.plot(steps[k - 1:], smooth, label=key)
+        ax.set_title(name.replace("_", " "))
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def frame_grid(rows: list[tuple[str, np.ndarray]], path: Path, frames: tuple[int, ...] = (0, 4, 8, 12, 16),
+               scale: int = 2) -> Path:
+    """One labelled row per (label, clip [T, H, W, 3] uint8), showing the chosen frames."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(rows), 1, figsize=(len(frames) * 1.1 * scale, 1.35 * scale * len(rows)),
+                             squeeze=False)
+    for ax, (label, clip) in zip(axes[:, 0], rows):
+        strip = np.concatenate([np.pad(clip[t], ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in frames], 1)
+        ax.imshow(strip, interpolation="nearest")
+        ax.set_title(label, fontsize=9, loc="left")
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def reconstructions(encode_decode: Callable[[np.ndarray], np.ndarray], clips: list[np.ndarray], path: Path) -> Path:
+    """Each held-out clip above its trip through the video tokenizer."""
+    from vp.training.measure import psnr
+
+    rows = []
+    for i, clip in enumerate(clips):
+        recon = encode_decode(clip)
+        rows += [(f"held-out clip {i}: input", clip), (f"reconstruction ({psnr(recon, clip):.1f} dB)", recon)]
+    return frame_grid(rows, path)
