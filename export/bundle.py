@@ -107,6 +107,13 @@ def _check_config(config: ExportConfig) -> tuple[str | None, str]:
     return flavour, why if flavour else f"no TensorRT builder could start ({why}); wrote ONNX only"
 
 
+def _weights_record(preset, weights: Path | None) -> str | None:
+    """What the manifest says the weights are: the folder given, the preset's shipped ones, or None (random init)."""
+    if weights:
+        return str(Path(weights).resolve())
+    return f"shipped with vp {preset.name} ({preset.weights})" if preset.weights else None
+
+
 def export_bundle(config: ExportConfig, on_step: Callable[[str, str, int], None] | None = None) -> ExportSummary:
     """Export `config.preset` into the bundle folder `config.out`.
 
@@ -129,7 +136,7 @@ def export_bundle(config: ExportConfig, on_step: Callable[[str, str, int], None]
     try:
         manifest = Manifest(preset=preset.to_dict(), vocabulary=preset.vocab.to_dict(),
                             sampling=preset.sampling.to_dict(), clip=clip_record(preset), engines_note=why,
-                            weights=str(Path(config.weights).resolve()) if config.weights else None)
+                            weights=_weights_record(preset, config.weights))
         selected = {k: v for k, v in contracts(preset).items() if not config.components or k in config.components}
         total = len(selected) * (2 if flavour else 1)
         for name, contract in selected.items():

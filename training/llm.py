@@ -28,8 +28,7 @@ from vp.models.text_encoder import TextEncoder
 from vp.runtime.vocab import SPECIAL_RANGE, SequenceBuilder, SequenceLayout, Task
 from vp.training.captions import training_caption
 from vp.training.stage import Schedule, Stage
-from vp.training.tokens import ATTRIBUTE_NAMES
-from vp.training.world import Attributes
+from vp.training.tokens import attributes_of
 
 TASK_MIX: dict[Task, float] = {
     Task.TEXT_TO_VIDEO: 0.33, Task.TEXT_TO_IMAGE: 0.05, Task.IMAGE_TO_VIDEO: 0.10, Task.CONTINUATION: 0.05,
@@ -80,6 +79,7 @@ class TextCache:
         self.cache: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
+    @torch.autocast("cpu", enabled=False)  # fp32, as the exported text encoder runs
     def __call__(self, caption: str) -> torch.Tensor:
         if caption not in self.cache:
             tokens = self.encoder.tokenize([caption])
@@ -113,8 +113,7 @@ def make_example(task: Task, row: int, data: dict[str, np.ndarray], builder: Seq
                  rng: np.random.Generator, text_dropout: float, text_len_of) -> Example:
     """The sequence of `task` on clip `row`; text_len_of(caption) gives a caption's token count."""
     vocab, g = builder.vocab, builder.geometry
-    a = Attributes(*(ATTRIBUTE_NAMES[k][i] for k, i in zip(ATTRIBUTE_NAMES, data["attributes"][row])),
-                   start=(0.0, 0.0))
+    a = attributes_of(data["attributes"][row])
     caption = None
     if task not in NO_TEXT and rng.uniform() >= text_dropout:
         caption = training_caption(a, rng)

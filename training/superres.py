@@ -21,8 +21,7 @@ from vp.models.superres import SuperResolution
 from vp.training.captions import training_caption
 from vp.training.llm import TextCache
 from vp.training.stage import Schedule, Stage
-from vp.training.tokens import ATTRIBUTE_NAMES
-from vp.training.world import Attributes
+from vp.training.tokens import attributes_of
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,8 +63,7 @@ def train(model: SuperResolution, projection: nn.Linear, recipe: SuperResRecipe,
         pick = rng.choice(rows, size=recipe.batch)
         hidden = []
         for row in pick:
-            a = Attributes(*(ATTRIBUTE_NAMES[k][i] for k, i in zip(ATTRIBUTE_NAMES, data["attributes"][row])),
-                           start=(0.0, 0.0))
+            a = attributes_of(data["attributes"][row])
             hidden.append(text(training_caption(a, rng)) if rng.uniform() >= recipe.text_dropout else None)
         L = max([1] + [len(h) for h in hidden if h is not None])
         states = torch.zeros(recipe.batch, L, projection.in_features)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from vp.models.audio_tokenizer import AudioTokenizer
 from vp.models.video_tokenizer import VideoTokenizer
 from vp.runtime.conditioning import video_to_model
-from vp.training.world import COLOURS, DIRECTIONS, SHAPES, SIZES, SPEEDS, World
+from vp.training.world import COLOURS, DIRECTIONS, SHAPES, SIZES, SPEEDS, Attributes, World
 
 ATTRIBUTE_NAMES = {"shape": SHAPES, "colour": tuple(COLOURS), "size": tuple(SIZES),
                    "direction": tuple(DIRECTIONS), "speed": tuple(SPEEDS)}
@@ -120,6 +120,11 @@ def build(video_tokenizer: VideoTokenizer, audio_tokenizer: AudioTokenizer, worl
     np.savez_compressed(tmp, **out)
     tmp.replace(path)
     return path
+
+
+def attributes_of(indices: np.ndarray) -> Attributes:
+    """The attributes of a dataset row's `attributes` indices (the start position is not kept)."""
+    return Attributes(*(ATTRIBUTE_NAMES[k][int(i)] for k, i in zip(ATTRIBUTE_NAMES, indices)), start=(0.0, 0.0))
 
 
 def load(path: Path) -> dict[str, np.ndarray]:
