@@ -1,8 +1,8 @@
 """Training recipe of the demo audio tokenizer (SoundStream style, residual VQ).
 
-Batches: crops of `frames` audio-token frames cut at random from the sounds
-of demo clips (tones and bounce clicks). Loss: L1 on the waveform plus a
-multi-resolution log-magnitude STFT loss; residual VQ trained with codebook
+Batches: crops of `frames` audio-token frames cut at random whole frames
+from the sounds of demo clips (tones and bounce clicks). Loss: L1 on the
+waveform plus a multi-resolution STFT loss (log and linear magnitude); residual VQ trained with codebook
 and commitment terms (VQ-VAE), a straight-through estimator past the
 quantizer, codebooks seeded from encoder outputs at the first step and dead
 codes re-seeded from the batch's residuals (no adversarial loss: the world's
@@ -31,6 +31,7 @@ class AudioTokenizerRecipe:
     batch: int = 16
     frames: int = 16  # token frames per crop (16 x 320 samples = 0.64 s at 8 kHz)
     lr: float = 2e-3
+    l1_weight: float = 1.0
     codebook_weight: float = 1.0
     commit_weight: float = 0.25
     stft_weight: float = 1.0
@@ -46,7 +47,10 @@ def batch(recipe: AudioTokenizerRecipe, step: int, world: World, hop: int) -> to
     for i in range(recipe.batch):
         seed = (recipe.seed * 10_000_000 + step * recipe.batch + i) % HELD_OUT_SEED
         wave = world.clip(seed).audio
-        start = rng.integers(0, len(wave) - n + 1)
+        # frame-aligned, as a clip is encoded from its first sample: a code then always stands for
+        # the same stretch of waveform (the tones hold whole periods per frame), and the waveform
+        # loss has one answer instead of a phase-blind optimum at silence
+        start = hop * rng.integers(0, (len(wave) - n) // hop + 1)
         crops.append(wave[start:start + n])
     return torch.from_numpy(np.stack(crops))
 
@@ -114,7 +118,7 @@ def train(model: AudioTokenizer, recipe: AudioTokenizerRecipe, work, world: Worl
         recon = model.decoder(zq.transpose(1, 2))[:, 0].float()  # (B, N)
         l1 = F.l1_loss(recon, wave)
         stft = _stft_loss(recon, wave)
-        loss = l1 + recipe.stft_weight * stft + recipe.codebook_weight * codebook + recipe.commit_weight * commit
+        loss = recipe.l1_weight * l1 + recipe.stft_weight * stft + recipe.codebook_weight * codebook + recipe.commit_weight * commit
         return {"loss": loss, "l1": l1, "stft": stft, "commit": commit}
 
     stage = Stage("audio_tokenizer", model, Schedule(steps=recipe.steps, lr=recipe.lr), work)

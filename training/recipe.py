@@ -24,12 +24,15 @@ from vp.models.audio_tokenizer import AudioTokenizer
 from vp.models.checkpoint import Models, build, shipped_weights
 from vp.models.presets import Preset, get_preset
 from vp.models.video_tokenizer import VideoTokenizer
+from vp.runtime.media import atomic_path
 from vp.runtime.vocab import SequenceBuilder
 from vp.training import audio_tokenizer, llm, superres, tokens, video_tokenizer
 from vp.training.world import World, WorldConfig
 
 PRESET = "demo"
-STAGES = ("video-tokenizer", "audio-tokenizer", "tokens", "llm", "superres")
+STAGES = ("video-tokenizer", "audio-tokenizer", "tokens", "llm", "superres", "figures")
+FIGURE_PROMPTS = ("a red circle moving left", "one green square that moves up",
+                  "a small yellow triangle drifting right", "a big white ball drifting down")
 
 
 def world_config(preset: Preset) -> WorldConfig:
@@ -62,7 +65,9 @@ def run_stage(stage: str, *, work: Path, out: Path | None = None, steps: int | N
         return f"token dataset of {recipe.clips} clips in {path}"
     if stage == "llm":
         return _llm(preset, work, out, llm.LLMRecipe(**overrides))
-    return _superres(preset, work, out, superres.SuperResRecipe(**overrides))
+    if stage == "superres":
+        return _superres(preset, work, out, superres.SuperResRecipe(**overrides))
+    return _figures(preset, world, work, shipped_weights(preset), out if out != shipped_weights(preset) else None)
 
 
 def _video_tokenizer(preset, world, work, out, recipe) -> str:
@@ -104,6 +109,34 @@ def _superres(preset, work, out, recipe) -> str:
     return f"super-resolution trained ({recipe.steps} steps); weights in {out}"
 
 
+def _figures(preset, world, work, weights: Path, folder: Path | None) -> str:
+    """docs/training.md's pictures (into `folder`, docs/images by default) from the stage logs in
+    `work` and the weights in `weights`: loss curves, tokenizer reconstructions, generated clips."""
+    from vp.runtime.conditioning import frames_from_model, video_to_model
+    from vp.training import figures
+    from vp.training.world import HELD_OUT_SEED
+
+    folder = folder or Path("docs/images")
+    written = [figures.loss_curves(work, folder / "loss_curves.png")]
+    models = _load(preset, weights, *[name for name in ("video_tokenizer", "audio_tokenizer", "llm",
+                                                          "text_projection", "superres_0")
+                                        if (weights / f"{name}.safetensors").is_file()])
+
+    @torch.no_grad()
+    def round_trip(frames):
+        codes = models.video_tokenizer.encode(torch.from_numpy(video_to_model(frames)))
+        return frames_from_model(models.video_tokenizer.decode(codes)[0].numpy())
+
+    clips = [world.clip(HELD_OUT_SEED + i).frames for i in range(4)]
+    written.append(figures.reconstructions(round_trip, clips, folder / "tokenizer_reconstructions.png"))
+    if (weights / "llm.safetensors").is_file():
+        from vp.models.reference import generate
+
+        rows = [(f"t2v: {p}", generate(models, task="t2v", prompt=p, seed=0).frames) for p in FIGURE_PROMPTS]
+        written.append(figures.frame_grid(rows, folder / "generated_t2v.png"))
+    return "figures: " + ", ".join(str(p) for p in written)
+
+
 def _load(preset: Preset, out: Path, *names: str) -> Models:
     """The preset's seeded models with the components `names` loaded from `out` (earlier stages' weights)."""
     from safetensors.torch import load_file
@@ -128,7 +161,6 @@ def _save(module: nn.Module, out: Path, name: str, preset: Preset) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in module.state_dict().items()}
-    tmp = out / f".{name}.partial.safetensors"
-    save_file(tensors, str(tmp))
-    tmp.replace(out / f"{name}.safetensors")
+    with atomic_path(out / f"{name}.safetensors", ".safetensors") as tmp:
+        save_file(tensors, str(tmp))
     (out / "preset.json").write_text(json.dumps(preset.to_dict(), indent=2))

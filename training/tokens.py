@@ -37,7 +37,7 @@ LONG_OFFSET = 8  # frames: the long-video task conditions on the last second (fp
 
 @dataclass(frozen=True, kw_only=True)
 class TokenRecipe:
-    clips: int = 4000
+    clips: int = 3000
     sparse_every: int = 3
     batch: int = 8
     seed: int = 3
