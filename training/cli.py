@@ -26,7 +26,17 @@ from vp.training.recipe import STAGES, run_stage
               help="Override the recipe's step count (e.g. a quick trial).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads [default: all cores].")
 def main(stage, work, out, steps, threads):
-    """Train STAGE of the demo model (see docs/training.md for the recipe and the wall time of each)."""
+    """Train STAGE of the demo model (docs/training.md: the recipe, the wall time of each stage).
+
+    \b
+    Stages, in order (each reads what the ones before it wrote):
+      video-tokenizer   the MAGVIT-v2 style video tokenizer, on world clips
+      audio-tokenizer   the SoundStream style audio tokenizer, on world sounds
+      tokens            world clips through both tokenizers (--work/tokens.npz)
+      llm               the prefix LM and the text projection, on every task
+      superres          the 64 -> 128 super-resolution stage
+      figures           docs/training.md's pictures (--out: their folder)
+    """
     try:
         report = run_stage(stage, work=work, out=out, steps=steps, threads=threads)
     except ValueError as error:

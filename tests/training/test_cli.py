@@ -1,3 +1,5 @@
+import re
+
 from click.testing import CliRunner
 from safetensors.numpy import load_file
 
@@ -7,8 +9,8 @@ from vp.training.cli import eval_main, main
 def test_help_lists_the_stages():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for stage in ("video-tokenizer", "audio-tokenizer", "tokens", "llm", "superres"):
-        assert stage in result.output
+    for stage in ("video-tokenizer", "audio-tokenizer", "tokens", "llm", "superres", "figures"):
+        assert re.search(rf"^\s+{stage}\s+\w", result.output, re.M), stage
 
 
 def test_a_stage_trains_and_writes_fp16_weights(tmp_path):
