@@ -60,7 +60,6 @@ def eval_main(bundle, reference, weights, backend, cases, tasks, temperature, cf
     """Score the demo model on held-out prompts and seeds: colour, direction, shape and pitch of
     generated clips, read back from mp4 and measured by plain image/audio analysis."""
     from vp.training.evaluator import BundleGenerator, ReferenceGenerator, evaluate
-    from vp.training.world import World, WorldConfig
 
     if bool(bundle) == reference:
         raise click.UsageError("give exactly one of --bundle DIR and --reference")
@@ -70,24 +69,19 @@ def eval_main(bundle, reference, weights, backend, cases, tasks, temperature, cf
         raise click.BadParameter(f"unknown tasks {sorted(unknown)}; choose from t2v, i2v, v2a, stylize",
                                  param_hint="--tasks")
     sampling = {k: v for k, v in (("temperature", temperature), ("cfg_scale", cfg_scale)) if v is not None}
+    progress = lambda line: click.echo(line, err=True)  # noqa: E731
     try:
         if reference:
             from vp.models import load
 
-            models = load("demo", weights)
-            generate, clip, rate = ReferenceGenerator(models), models.preset.clip, models.preset.audio_tokenizer.sample_rate
-            shape = (clip.frames, clip.height, clip.width, clip.fps)
+            report = evaluate(ReferenceGenerator(load("demo", weights)), cases=cases, tasks=wanted,
+                              progress=progress, **sampling)
         else:
             from vp.runtime.pipeline import Pipeline
 
-            pipeline = Pipeline.load(bundle, backend=backend)
-            c = pipeline.bundle.manifest.clip
-            generate, rate = BundleGenerator(pipeline), pipeline.bundle.media.sample_rate
-            shape = (c["frames"], c["height"], c["width"], c["fps"])
-        frames, height, width, fps = shape
-        world = World(WorldConfig(frames=frames, height=height, width=width, fps=fps, sample_rate=rate))
-        report = evaluate(generate, cases=cases, world=world, tasks=wanted,
-                          progress=lambda line: click.echo(line, err=True), **sampling)
+            with Pipeline.load(bundle, backend=backend) as pipeline:
+                report = evaluate(BundleGenerator(pipeline), cases=cases, tasks=wanted, progress=progress,
+                                  **sampling)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(report.table())

@@ -31,7 +31,7 @@ import numpy as np
 from vp.runtime.media import read_audio, read_video, write_mp4
 from vp.training.captions import HELD_OUT_TEMPLATES, caption
 from vp.training.measure import measure, psnr
-from vp.training.world import COLOURS, HELD_OUT_SEED, World
+from vp.training.world import COLOURS, HELD_OUT_SEED, World, WorldConfig
 
 TARGETS = {
     "t2v colour": 0.85, "t2v direction": 0.75, "t2v shape": 0.60, "t2v pitch": 0.75,
@@ -52,6 +52,8 @@ class Output:
 
 
 class Generator(Protocol):
+    world: WorldConfig  # the clip geometry and sample rate it generates
+
     def __call__(self, **kwargs) -> Output: ...
 
 
@@ -60,6 +62,9 @@ class ReferenceGenerator:
 
     def __init__(self, models):
         self.models = models
+        c = models.preset.clip
+        self.world = WorldConfig(frames=c.frames, height=c.height, width=c.width, fps=c.fps,
+                                 sample_rate=models.preset.audio_tokenizer.sample_rate)
 
     def __call__(self, **kwargs) -> Output:
         from vp.models.reference import generate
@@ -73,6 +78,9 @@ class BundleGenerator:
 
     def __init__(self, pipeline):
         self.pipeline = pipeline
+        c = pipeline.bundle.manifest.clip
+        self.world = WorldConfig(frames=c["frames"], height=c["height"], width=c["width"], fps=c["fps"],
+                                 sample_rate=pipeline.bundle.media.sample_rate)
 
     def __call__(self, **kwargs) -> Output:
         r = self.pipeline.generate(**kwargs)
@@ -112,12 +120,11 @@ def _round_trip(out: Output, folder: Path, name: str) -> tuple[np.ndarray, np.nd
     return frames, sound
 
 
-def evaluate(generate: Generator, *, cases: int = 24, world: World | None = None,
-             tasks: tuple[str, ...] = ("t2v", "i2v", "v2a", "stylize"),
+def evaluate(generate: Generator, *, cases: int = 24, tasks: tuple[str, ...] = ("t2v", "i2v", "v2a", "stylize"),
              progress: Callable[[str], None] | None = None, **sampling) -> Report:
     """Score `cases` held-out cases of each task; `sampling` overrides (temperature, cfg_scale, ...)
     go to every generation. Case i uses world seed HELD_OUT_SEED + i and generation seed i."""
-    world = world or World()
+    world = World(generate.world)
     sr = world.config.sample_rate
     report = Report()
     rows: dict[str, list[float]] = {}

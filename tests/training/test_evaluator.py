@@ -3,26 +3,29 @@ from dataclasses import replace
 import numpy as np
 
 from vp.training.evaluator import Output, Report, evaluate
-from vp.training.world import COLOURS, HELD_OUT_SEED, World
+from vp.training.world import COLOURS, HELD_OUT_SEED, World, WorldConfig
 
 
 class Truth:
     """Answers each held-out case with the world's own clip (restyled in the prompt's colour)."""
 
     def __init__(self, world):
-        self.world = world
+        self.worlds = world
+        self.world = world.config
 
     def __call__(self, *, task, seed, prompt="", **_):
-        clip = self.world.clip(HELD_OUT_SEED + seed)
+        clip = self.worlds.clip(HELD_OUT_SEED + seed)
         if task == "stylize":
             colour = next(c for c in COLOURS if f" {c} " in f" {prompt} ")
-            clip = self.world.render(replace(clip.attributes, colour=colour), seed=HELD_OUT_SEED + seed)
+            clip = self.worlds.render(replace(clip.attributes, colour=colour), seed=HELD_OUT_SEED + seed)
         audio = clip.audio if task in {"t2v", "v2a"} else np.zeros(0, np.float32)
         frames = clip.frames if task != "v2a" else np.zeros((0, 64, 64, 3), np.uint8)
-        return Output(frames, audio, self.world.config.sample_rate, self.world.config.fps)
+        return Output(frames, audio, self.world.sample_rate, self.world.fps)
 
 
 class Noise:
+    world = WorldConfig()
+
     def __init__(self):
         self.rng = np.random.default_rng(0)
 
