@@ -35,9 +35,12 @@ def loss_curves(work: Path, path: Path) -> Path:
         raise ValueError(f"no stage logs in {work}")
     fig, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3), squeeze=False)
     for ax, (name, records) in zip(axes[0], stages):
-        steps = np.array([r["step"] for r in records])
         for key in CURVES[name]:
-            values = np.array([r[key] for r in records], np.float64)
+            kept = [r for r in records if np.isfinite(r.get(key, np.nan))]  # a step may not have every loss
+            if not kept:
+                continue
+            steps = np.array([r["step"] for r in kept])
+            values = np.array([r[key] for r in kept], np.float64)
             k = min(25, len(values))
             smooth = np.convolve(values, np.ones(k) / k, mode="valid")
             ax.plot(steps[k - 1:], smooth, label=key)

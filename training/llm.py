@@ -182,7 +182,11 @@ def losses(model: DemoLM, examples: list[Example], text: TextCache) -> dict[str,
     allowed = (vocab >= low[:, 1:][take, None]) & (vocab < high[:, 1:][take, None])
     per = F.cross_entropy(rows.masked_fill(~allowed, float("-inf")), ids[:, 1:][take], reduction="none")
     visual = low[:, 1:][take] == SPECIAL_RANGE  # the visual range starts right after the special ids
-    return {"loss": per.mean(), "video": per[visual].detach().mean(), "audio": per[~visual].detach().mean()}
+    out = {"loss": per.mean()}
+    for name, where in (("video", visual), ("audio", ~visual)):  # a batch of one task may lack either
+        if where.any():
+            out[name] = per[where].detach().mean()
+    return out
 
 
 def train(model: DemoLM, recipe: LLMRecipe, work, data: dict[str, np.ndarray], builder: SequenceBuilder,

@@ -50,3 +50,24 @@ def test_examples_hold_the_true_clip_in_the_runtime_layout(setup, task):
     assert (e.caption is None) == (task in {Task.UNCONDITIONAL, Task.VIDEO_TO_AUDIO})
     if e.caption:
         assert "red" in e.caption and "right" in e.caption
+
+
+def test_losses_of_a_one_task_batch_are_finite_and_reach_the_projection(setup):
+    import torch
+
+    from vp.models.prefix_lm import PrefixLM
+    from vp.training.llm import DemoLM, losses
+
+    builder, data = setup
+    preset = get_preset("demo")
+    torch.manual_seed(0)
+    model = DemoLM(PrefixLM(preset.llm), torch.nn.Linear(384, preset.llm.d_model))
+    text = lambda caption: torch.randn(len(caption.split()), 384)  # noqa: E731 (the frozen encoder's place)
+    rng = np.random.default_rng(2)
+    batch = [make_example(Task.IMAGE_TO_VIDEO, row, data, builder, rng, 0.0, lambda c: len(c.split()))
+             for row in (0, 1)]
+    out = losses(model, batch, text)
+    assert set(out) == {"loss", "video"}  # i2v has no audio positions: no NaN entry
+    assert torch.isfinite(out["loss"]) and abs(out["loss"].item() - np.log(preset.vocab.visual_codes)) < 1.0
+    out["loss"].backward()
+    assert model.text_projection.weight.grad.abs().sum() > 0
