@@ -204,10 +204,13 @@ class VideoTokenizer(nn.Module):
         return codes.round().long()
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.code_bits(codes)).clamp(-1, 1)
+
+    def code_bits(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, t, h, w] -> the decoder's input z [B, bits, t, h, w] in {-1, +1}."""
         check_tensor("codes", codes, ndim=4, floating=False, layout="[B, t, h, w]")
         check_range("codes", codes, 0, self.config.codebook_size)
         # bit i of each code -> -1 / +1; codes < 2^24 are exact in fp32
         powers = self.bit_values.view(1, -1, 1, 1, 1).to(torch.float32)
         bits = torch.floor(codes[:, None].float() / powers) % 2  # (B, bits, t, h, w)
-        z = (bits * 2 - 1).to(self.decoder.conv_in.conv.weight.dtype)
-        return self.decoder(z).clamp(-1, 1)
+        return (bits * 2 - 1).to(self.decoder.conv_in.conv.weight.dtype)

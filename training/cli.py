@@ -33,6 +33,7 @@ def main(stage, work, out, steps, threads):
       video-tokenizer   the MAGVIT-v2 style video tokenizer, on world clips
       audio-tokenizer   the SoundStream style audio tokenizer, on world sounds
       tokens            world clips through both tokenizers (--work/tokens.npz)
+      video-decoder     the video decoder again, alone, on the dataset's fixed codes
       llm               the prefix LM and the text projection, on every task
       superres          the 64 -> 128 super-resolution stage
       figures           docs/training.md's pictures (--out: their folder)

@@ -3,6 +3,7 @@
     video-tokenizer   world clips -> video_tokenizer.safetensors
     audio-tokenizer   world sounds -> audio_tokenizer.safetensors
     tokens            world clips through both tokenizers -> work/tokens.npz
+    video-decoder     the token dataset's codes -> video_tokenizer.safetensors (decoder retrained)
     llm               token dataset + captions -> llm.safetensors, text_projection.safetensors
     superres          token dataset (64 and 128 renders) -> superres_0.safetensors
 
@@ -26,11 +27,11 @@ from vp.models.presets import Preset, get_preset
 from vp.models.video_tokenizer import VideoTokenizer
 from vp.runtime.media import atomic_path
 from vp.runtime.vocab import SequenceBuilder
-from vp.training import audio_tokenizer, llm, superres, tokens, video_tokenizer
+from vp.training import audio_tokenizer, llm, superres, tokens, video_decoder, video_tokenizer
 from vp.training.world import World, WorldConfig
 
 PRESET = "demo"
-STAGES = ("video-tokenizer", "audio-tokenizer", "tokens", "llm", "superres", "figures")
+STAGES = ("video-tokenizer", "audio-tokenizer", "tokens", "video-decoder", "llm", "superres", "figures")
 FIGURE_PROMPTS = ("a red circle moving left", "one green square that moves up",
                   "a small yellow triangle drifting right", "a big white ball drifting down")
 
@@ -63,6 +64,8 @@ def run_stage(stage: str, *, work: Path, out: Path | None = None, steps: int | N
         models = _load(preset, out, "video_tokenizer", "audio_tokenizer")
         path = tokens.build(models.video_tokenizer, models.audio_tokenizer, world, recipe, work / "tokens.npz")
         return f"token dataset of {recipe.clips} clips in {path}"
+    if stage == "video-decoder":
+        return _video_decoder(preset, world, work, out, video_decoder.VideoDecoderRecipe(**overrides))
     if stage == "llm":
         return _llm(preset, work, out, llm.LLMRecipe(**overrides))
     if stage == "superres":
@@ -78,6 +81,16 @@ def _video_tokenizer(preset, world, work, out, recipe) -> str:
     structure = video_tokenizer.held_out_psnr(model, world, structure=True)
     return (f"video tokenizer: held-out PSNR {np.mean(scores):.2f} dB (min {np.min(scores):.2f}), "
             f"structure videos {np.mean(structure):.2f} dB; weights in {out}")
+
+
+def _video_decoder(preset, world, work, out, recipe) -> str:
+    model = _load(preset, out, "video_tokenizer").video_tokenizer
+    before = video_tokenizer.held_out_psnr(model, world)
+    video_decoder.train(model, recipe, work, tokens.load(work / "tokens.npz"), world.config)
+    _save(model, out, "video_tokenizer", preset)
+    scores = video_tokenizer.held_out_psnr(model, world)
+    return (f"video decoder: held-out PSNR {np.mean(scores):.2f} dB (min {np.min(scores):.2f}), "
+            f"{np.mean(before):.2f} dB before; weights in {out}")
 
 
 def _audio_tokenizer(preset, world, work, out, recipe) -> str:
@@ -149,6 +162,8 @@ def _load(preset: Preset, out: Path, *names: str) -> Models:
             raise ValueError(f"{path} is missing: train the stage that makes it first (see vp-train --help)")
         parts[name].load_state_dict(load_file(str(path)))
     return models
+
+
 def _seeded(make, seed: int) -> nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(seed)

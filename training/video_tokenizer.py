@@ -72,18 +72,24 @@ def losses(model: VideoTokenizer, video: torch.Tensor, recipe: VideoTokenizerRec
     z = model.encoder(video).float()  # (B, bits, t, h, w)
     q = torch.where(z > 0, 1.0, -1.0)
     recon = model.decoder(z + (q - z).detach()).float()  # straight-through sign
-    # the object covers ~3% of a frame: without extra weight its colour is the last thing learned
-    background = video[..., :1, :1]  # the top-left pixel of each frame
-    weight = 1 + recipe.object_weight * ((video - background).abs().sum(1, keepdim=True) > 0.1).float()
-    mse = F.mse_loss(recon, video)
-    l1 = (weight * (recon - video).abs()).mean()
-    weighted = (weight * (recon - video) ** 2).mean()
     commit = F.mse_loss(z, q)
     # every bit used across the batch (MAGVIT-v2's codebook-entropy term, per bit); its other term,
     # confident bits per position, saturated the encoder here and froze the codes
     usage = _binary_entropy(torch.sigmoid(z).mean(dim=(0, 2, 3, 4))).mean()
-    loss = weighted + recipe.l1_weight * l1 + recipe.commit_weight * commit - recipe.usage_weight * usage
-    return {"loss": loss, "mse": mse, "commit": commit, "usage": usage}
+    reconstruction = reconstruction_loss(recon, video, recipe.object_weight, recipe.l1_weight)
+    loss = reconstruction + recipe.commit_weight * commit - recipe.usage_weight * usage
+    return {"loss": loss, "mse": F.mse_loss(recon, video), "commit": commit, "usage": usage}
+
+
+def reconstruction_loss(recon: torch.Tensor, video: torch.Tensor, object_weight: float,
+                        l1_weight: float) -> torch.Tensor:
+    """Weighted MSE + l1_weight * weighted L1 of recon against video (both [B, 3, T, H, W]), the
+    pixels that differ from the background (each frame's top-left pixel) weighted 1 + object_weight."""
+    # the object covers ~3% of a frame: without extra weight its colour is the last thing learned
+    background = video[..., :1, :1]
+    weight = 1 + object_weight * ((video - background).abs().sum(1, keepdim=True) > 0.1).float()
+    error = recon - video
+    return (weight * error**2).mean() + l1_weight * (weight * error.abs()).mean()
 
 
 def _binary_entropy(p: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from vp.training.cli import eval_main, main
 def test_help_lists_the_stages():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for stage in ("video-tokenizer", "audio-tokenizer", "tokens", "llm", "superres", "figures"):
+    for stage in ("video-tokenizer", "audio-tokenizer", "tokens", "video-decoder", "llm", "superres", "figures"):
         assert re.search(rf"^\s+{stage}\s+\w", result.output, re.M), stage
 
 
