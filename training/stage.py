@@ -31,18 +31,25 @@ from tqdm import tqdm
 
 @dataclass(frozen=True, kw_only=True)
 class Schedule:
-    """Adam with linear warm-up, then cosine decay to lr * final_fraction."""
+    """Adam with linear warm-up, then cosine decay to lr * final_fraction, over `cycles` equal
+    cycles of steps / cycles (warm restarts: cycle c peaks at lr * restart_decay**c)."""
 
     steps: int
     lr: float
     warmup: int = 50
     final_fraction: float = 0.1
+    cycles: int = 1
+    restart_decay: float = 0.5
 
     def at(self, step: int) -> float:
+        length = self.steps // self.cycles
+        cycle = min(step // length, self.cycles - 1)
+        step -= cycle * length
+        lr = self.lr * self.restart_decay**cycle
         if step < self.warmup:
-            return self.lr * (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
-        return self.lr * (self.final_fraction + (1 - self.final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+            return lr * (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, length - self.warmup)
+        return lr * (self.final_fraction + (1 - self.final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 class Stage:

@@ -40,3 +40,10 @@ def test_schedule_warms_up_then_decays():
     assert s.at(0) == pytest.approx(0.1) and s.at(9) == pytest.approx(1.0)
     assert s.at(10) == pytest.approx(1.0) and s.at(100) == pytest.approx(0.1)
     assert all(s.at(i) >= s.at(i + 1) for i in range(10, 100))
+
+
+def test_schedule_restarts_each_cycle_at_a_lower_peak():
+    one = Schedule(steps=100, lr=1.0, warmup=10)
+    two = Schedule(steps=200, lr=1.0, warmup=10, cycles=2, restart_decay=0.5)
+    assert [two.at(i) for i in range(100)] == [one.at(i) for i in range(100)]  # a run extended by a cycle
+    assert [two.at(100 + i) for i in range(100)] == pytest.approx([0.5 * one.at(i) for i in range(100)])
