@@ -100,6 +100,27 @@ def generate(
                             sample_rate=preset.audio_tokenizer.sample_rate)
 
 
+@torch.no_grad()
+def reconstruct(models: Models, video: np.ndarray) -> np.ndarray:
+    """A clip (video [T, H, W, 3] uint8, T = 1 + 4k) through the video tokenizer: encode, decode."""
+    codes = models.video_tokenizer.encode(torch.from_numpy(video_to_model(video)))[0].numpy()
+    return _frames(models, codes)
+
+
+@torch.no_grad()
+def upscale(models: Models, video: np.ndarray, *, prompt: str = "", seed: int = 0) -> np.ndarray:
+    """A clip of the preset's size (video [T, H, W, 3] uint8) through the super-resolution stages:
+    frames at their output size. The prompt, if given, conditions them as in generation."""
+    preset = models.preset
+    _check_superres(preset, Task.TEXT_TO_VIDEO, portrait=False)
+    codes = models.video_tokenizer.encode(torch.from_numpy(video_to_model(video)))[0].numpy()
+    if codes.shape != preset.superres[0].low_res_grid:
+        raise ValueError(f"upscale: a clip of {preset.clip.frames}x{preset.clip.height}x{preset.clip.width} "
+                         f"(frames x H x W) is needed, got {'x'.join(map(str, video.shape[:3]))}")
+    text = models.text_encoder.encode([prompt]) if prompt else None
+    return _frames(models, _super_resolve(models, codes, text, make_rng(seed)))
+
+
 class _Clock:
     """Stage timer writing ms into a caller's dict (or nothing)."""
 

@@ -1,7 +1,7 @@
 """`vp`: generate with a bundle (`vp generate`), describe one (`vp info`).
 
 Thin click layers over vp.runtime.pipeline and vp.runtime.media. Without
---bundle, `vp generate` uses the default bundle (the tiny preset), exporting it
+--bundle, `vp generate` uses the default bundle (the trained demo preset), exporting it
 into the cache folder on first use ($VP_CACHE, else ~/.cache/vp).
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from vp.runtime.backends import BACKENDS
 from vp.runtime.vocab import Task
 
-DEFAULT_PRESET = "tiny"
+DEFAULT_PRESET = "demo"
 
 
 def cache_dir() -> Path:
@@ -25,8 +25,11 @@ def cache_dir() -> Path:
 
 
 def default_bundle() -> Path:
-    """The default preset's bundle in the cache, exported on first use (needs `vp[export]`)."""
-    bundle = cache_dir() / "bundles" / DEFAULT_PRESET
+    """The default preset's bundle in the cache, exported on first use (needs `vp[export]`).
+
+    The folder is named for the shipped weights' digest, so a vp upgrade that ships new weights
+    exports a new bundle instead of running the old one."""
+    bundle = cache_dir() / "bundles" / f"{DEFAULT_PRESET}-{_shipped_weights_digest()}"
     if (bundle / "manifest.json").is_file():
         return bundle
     try:
@@ -39,6 +42,19 @@ def default_bundle() -> Path:
     bundle.parent.mkdir(parents=True, exist_ok=True)
     export_bundle(ExportConfig(preset=DEFAULT_PRESET, out=bundle, engines="none", force=True))
     return bundle
+
+
+def _shipped_weights_digest() -> str:
+    """12 hex digits of the sha256 of the default preset's shipped weight files (read without
+    importing vp.models, which needs torch)."""
+    import hashlib
+    from importlib.util import find_spec
+
+    folder = Path(find_spec("vp.models").submodule_search_locations[0]) / "weights" / DEFAULT_PRESET
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,7 +77,7 @@ def _box(ctx, param, value):
 @main.command()
 @click.argument("prompt", default="")
 @click.option("--bundle", type=click.Path(path_type=Path), default=None,
-              help="Bundle folder from vp-export (default: the tiny preset, exported on first use).")
+              help="Bundle folder from vp-export (default: the demo preset, exported on first use).")
 @click.option("--task", type=click.Choice([t.value for t in Task]), default="t2v", show_default=True,
               help="t2v text-to-video, t2i image, i2v image-to-video, continue, long (see --seconds), inpaint, "
                    "outpaint, v2a video-to-audio, a2v, av-continue, stylize, uncond.")

@@ -210,6 +210,33 @@ class Pipeline:
                     yield FrameChunk(latent_frame=t - 1, frames=frames[done:])
                     done = len(frames)
 
+    def reconstruct(self, video: np.ndarray) -> np.ndarray:
+        """A clip (video [T, H, W, 3] uint8 of the bundle's size, T = 1 + 4k) through the video
+        tokenizer, encode then decode: what the tokens keep of it."""
+        _check_video(video, self.bundle)
+        (codes,) = self.session("video_encoder").run(video=video_to_model(video))
+        return self._decode_video(codes[0])
+
+    def upscale(self, video: np.ndarray, *, prompt: str = "", seed: int = 0) -> np.ndarray:
+        """A clip of the bundle's clip size (video [T, H, W, 3] uint8) through the super-resolution
+        stages: frames at their output size. The prompt, if given, conditions them as in generation."""
+        self._check_superres(Task.TEXT_TO_VIDEO, portrait=False)
+        _check_video(video, self.bundle)
+        low = tuple(self.bundle.manifest.preset["superres"][0]["low_res_grid"])
+        (codes,) = self.session("video_encoder").run(video=video_to_model(video))
+        if codes.shape[1:] != low:
+            c = self.bundle.manifest.clip
+            raise ValueError(f"upscale: a clip of {c['frames']}x{c['height']}x{c['width']} (frames x H x W) is "
+                             f"needed, got {'x'.join(map(str, video.shape[:3]))}")
+        text = self._encode_text(prompt) if prompt else None
+        return self._decode_video(self._super_resolve(codes[0], text, make_rng(seed)))
+
+    def _encode_text(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
+        """The text encoder's embeddings [1, L, width] and mask [1, L] of `prompt`."""
+        tokens = self.bundle.tokenizer.tokenize([prompt])
+        (embeddings,) = self.session("text_encoder").run(text_ids=tokens.ids, text_mask=tokens.mask)
+        return embeddings, tokens.mask
+
     @dataclass
     class _Run:
         layout: SequenceLayout
@@ -239,9 +266,7 @@ class Pipeline:
         text = None
         if prompt and task in _TEXT_TASKS:
             tick = time.perf_counter()
-            tokens = b.tokenizer.tokenize([prompt])
-            (embeddings,) = self.session("text_encoder").run(text_ids=tokens.ids, text_mask=tokens.mask)
-            text = (embeddings, tokens.mask)
+            text = self._encode_text(prompt)
             timings["text_encoder"] = _ms(tick)
         tick = time.perf_counter()
         video_codes, audio_codes = self._conditioning(task, image, video, audio, mask)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny preset's models and its exported ONNX bundle (built once per run)."""
+"""Shared fixtures: the tiny preset's models, its exported ONNX bundles and the demo bundle (built once per run)."""
 
 import numpy as np
 import pytest
@@ -29,6 +29,16 @@ def tiny_bundle(tmp_path_factory):
 def tiny_bundle_fp16(tmp_path_factory):
     """The same as tiny_bundle with fp16 graphs."""
     return _export_tiny(tmp_path_factory, "fp16")
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory):
+    """The demo preset (its shipped trained weights) exported to ONNX (fp32, no engines)."""
+    from vp.export.bundle import ExportConfig, export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "demo"
+    export_bundle(ExportConfig(preset="demo", out=out, engines="none"))
+    return out
 
 
 def pytest_collection_modifyitems(config, items):

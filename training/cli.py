@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from vp.training.evaluator import TASKS
 from vp.training.recipe import STAGES, run_stage
 
 
@@ -54,7 +55,7 @@ def main(stage, work, out, steps, threads):
 @click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True)
 @click.option("--cases", type=click.IntRange(min=1), default=24, show_default=True,
               help="Held-out cases per task (case i: world seed HELD_OUT_SEED + i, generation seed i).")
-@click.option("--tasks", default="t2v,i2v,v2a,stylize", show_default=True, help="Comma-separated tasks to score.")
+@click.option("--tasks", default=",".join(TASKS), show_default=True, help="Comma-separated tasks to score.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=None, help="Override the bundle's default.")
 @click.option("--cfg", "cfg_scale", type=click.FloatRange(min=0), default=None, help="Override the CFG scale.")
 def eval_main(bundle, reference, weights, backend, cases, tasks, temperature, cfg_scale):
@@ -65,9 +66,9 @@ def eval_main(bundle, reference, weights, backend, cases, tasks, temperature, cf
     if bool(bundle) == reference:
         raise click.UsageError("give exactly one of --bundle DIR and --reference")
     wanted = tuple(t.strip() for t in tasks.split(",") if t.strip())
-    unknown = set(wanted) - {"t2v", "i2v", "v2a", "stylize"}
+    unknown = set(wanted) - set(TASKS)
     if unknown:
-        raise click.BadParameter(f"unknown tasks {sorted(unknown)}; choose from t2v, i2v, v2a, stylize",
+        raise click.BadParameter(f"unknown tasks {sorted(unknown)}; choose from {', '.join(TASKS)}",
                                  param_hint="--tasks")
     sampling = {k: v for k, v in (("temperature", temperature), ("cfg_scale", cfg_scale)) if v is not None}
     progress = lambda line: click.echo(line, err=True)  # noqa: E731

@@ -89,5 +89,8 @@ def test_default_bundle_is_exported_on_first_use(tmp_path, monkeypatch):
     monkeypatch.setenv("VP_CACHE", str(tmp_path / "cache"))
     result = run("generate", "--task", "t2i", "a fox", "-o", tmp_path / "fox.png")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "cache" / "bundles" / "tiny" / "manifest.json").is_file()
+    exported = list((tmp_path / "cache" / "bundles").glob("demo-*/manifest.json"))  # named for the weights' digest
+    assert len(exported) == 1, exported
     assert (tmp_path / "fox.png").is_file()
+    result = run("generate", "--task", "t2i", "a fox", "-o", tmp_path / "fox2.png")
+    assert result.exit_code == 0 and "first use" not in result.output  # exported once

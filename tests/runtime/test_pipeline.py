@@ -42,6 +42,23 @@ def test_super_resolution_equals_the_reference(pipeline, tiny_models):
     assert np.abs(got.frames.astype(int) - want.frames).max(initial=0) <= PIXEL_ATOL
 
 
+def test_upscale_and_reconstruct_equal_the_reference(pipeline, tiny_models, media):
+    from vp.models.reference import reconstruct, upscale
+
+    video = media["video"]
+    got = pipeline.upscale(video, prompt="a fox", seed=3)
+    want = upscale(tiny_models, video, prompt="a fox", seed=3)
+    assert got.shape == (17, 128, 128, 3)
+    assert np.abs(got.astype(int) - want).max() <= PIXEL_ATOL
+    got = pipeline.reconstruct(video)
+    assert got.shape == video.shape
+    assert np.abs(got.astype(int) - reconstruct(tiny_models, video)).max() <= PIXEL_ATOL
+    with pytest.raises(ValueError, match=r"upscale: a clip of 17x64x64 \(frames x H x W\) is needed, got 5x64x64"):
+        pipeline.upscale(video[:5])
+    with pytest.raises(ValueError, match=r"upscale: a clip of 17x64x64 \(frames x H x W\) is needed, got 5x64x64"):
+        upscale(tiny_models, video[:5])
+
+
 def test_same_seed_same_tokens(pipeline):
     a = pipeline.generate(task="t2i", prompt="a fox", seed=11)
     b = pipeline.generate(task="t2i", prompt="a fox", seed=11)

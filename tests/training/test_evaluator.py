@@ -22,6 +22,15 @@ class Truth:
         frames = clip.frames if task != "v2a" else np.zeros((0, 64, 64, 3), np.uint8)
         return Output(frames, audio, self.world.sample_rate, self.world.fps)
 
+    def reconstruct(self, video):
+        return video
+
+    def upscale(self, video, prompt, seed):
+        clip = self.worlds.clip(HELD_OUT_SEED + seed)
+        assert np.array_equal(video, clip.frames)
+        hires = World(replace(self.world, height=128, width=128, scale=2))
+        return hires.render(clip.attributes, seed=HELD_OUT_SEED + seed).frames
+
 
 class Noise:
     world = WorldConfig()
@@ -33,19 +42,26 @@ class Noise:
         frames = self.rng.integers(0, 256, (17, 64, 64, 3), dtype=np.uint8)
         return Output(frames, self.rng.uniform(-0.5, 0.5, 17000).astype(np.float32), 8000, 8)
 
+    def reconstruct(self, video):
+        return video
+
+    def upscale(self, video, prompt, seed):
+        return self.rng.integers(0, 256, (17, 128, 128, 3), dtype=np.uint8)
+
 
 def test_ground_truth_scores_full_marks_through_mp4():
     report = evaluate(Truth(World()), cases=6)
     assert set(report.scores) == {"t2v colour", "t2v direction", "t2v shape", "t2v pitch",
                                   "i2v first-frame PSNR (dB)", "i2v colour kept", "v2a pitch",
-                                  "stylize trajectory and colour"}
+                                  "stylize trajectory and colour", "superres beats bicubic"}
     for row, value in report.scores.items():
         assert value >= (30.0 if "dB" in row else 1.0), (row, value)
     assert "| t2v colour | 6 | 100% | >= 85% | yes |" in report.table()
 
 
 def test_noise_scores_low():
-    report = evaluate(Noise(), cases=12, tasks=("t2v", "stylize"))
+    report = evaluate(Noise(), cases=12, tasks=("t2v", "stylize", "superres"))
+    assert report.scores["superres beats bicubic"] == 0.0
     assert report.scores["t2v direction"] <= 0.25
     assert report.scores["stylize trajectory and colour"] == 0.0
     assert report.scores["t2v colour"] <= 0.5
