@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vp.engines.builder import DEFAULT_RTX_SM, FLAVOURS, EngineFromOnnx, import_tensorrt, sha256_of, usable_flavour
-from vp.engines.manifest import ComponentRecord, Manifest
+from vp.engines.manifest import TOKENIZER, ComponentRecord, Manifest
 from vp.export.contracts import contracts
 from vp.export.onnx_export import PRECISIONS, export_component
 from vp.models.checkpoint import load
@@ -68,14 +68,15 @@ class ExportSummary:
         return "\n".join(lines)
 
 
-def clip_record(preset) -> dict:
-    """What the runtime needs of the clip geometry, so it never recomputes tokenizer strides."""
+def clip_record(preset, text_vocab: int) -> dict:
+    """What the runtime needs of the clip geometry, so it never recomputes tokenizer strides, and
+    the text encoder's vocabulary size (its tokenizer's ids are checked against it)."""
     c, g = preset.clip, preset.geometry
     return {
         "frames": c.frames, "height": c.height, "width": c.width, "fps": c.fps, "portrait": c.portrait,
         "video_grid": g.video_grid, "portrait_grid": g.portrait_grid, "audio_frames": g.audio_frames,
         "sample_rate": preset.audio_tokenizer.sample_rate, "audio_samples": preset.audio_samples,
-        "text_tokens": preset.text_encoder.max_tokens,
+        "text_tokens": preset.text_encoder.max_tokens, "text_vocab": text_vocab,
     }
 
 
@@ -134,8 +135,9 @@ def export_bundle(config: ExportConfig, on_step: Callable[[str, str, int], None]
         raise ValueError(f"cannot write the bundle in {out.parent}: {error.strerror}") from None
     summary = ExportSummary(bundle=out, flavour=flavour, engines_note=why)
     try:
+        clip = clip_record(preset, models.text_encoder.encoder.vocab_size)
         manifest = Manifest(preset=preset.to_dict(), vocabulary=preset.vocab.to_dict(),
-                            sampling=preset.sampling.to_dict(), clip=clip_record(preset), engines_note=why,
+                            sampling=preset.sampling.to_dict(), clip=clip, engines_note=why,
                             weights=_weights_record(preset, config.weights))
         selected = {k: v for k, v in contracts(preset).items() if not config.components or k in config.components}
         total = len(selected) * (2 if flavour else 1)
@@ -163,7 +165,8 @@ def export_bundle(config: ExportConfig, on_step: Callable[[str, str, int], None]
                 record = builder.build(tmp / "engines" / f"{row.component}.engine")
                 manifest.engines[row.component] = record
                 row.engine_mb, row.seconds = record.bytes / 1e6, row.seconds + record.build_seconds
-        shutil.copyfile(models.text_encoder.tokenizer_path, tmp / "tokenizer.json")
+        shutil.copyfile(models.text_encoder.tokenizer_path, tmp / TOKENIZER)
+        manifest.tokenizer_sha256 = sha256_of(tmp / TOKENIZER)
         manifest.write(tmp)
         _replace(tmp, out)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,27 +26,55 @@ class Bundle:
     tokenizer: TextTokenizer
 
     @classmethod
-    def open(cls, path: str | Path, verify: bool = True) -> Bundle:
-        """Read `path`; with verify, check every file's fingerprint first (a few ms per MB)."""
+    def open(cls, path: str | Path, verify: bool = True, expect_digest: str | None = None) -> Bundle:
+        """Read `path`; with verify, check every file's fingerprint first (a few ms per MB). With
+        expect_digest (`vp info --sha256`), refuse a bundle whose manifest digest differs (this
+        implies verify: the digest covers the files through their fingerprints)."""
         path = Path(path)
         if not path.is_dir():
             raise ValueError(f"bundle folder {path} does not exist (make one with vp-export)")
         manifest = Manifest.read(path)
-        if verify:
+        if expect_digest is not None and manifest.digest() != expect_digest.strip().lower():
+            raise ValueError(f"bundle {path} has digest {manifest.digest()}, not the expected {expect_digest}")
+        if verify or expect_digest is not None:
             manifest.verify(path)
-        clip = manifest.clip
-        portrait = clip["portrait_grid"]
-        return cls(
-            path=path,
-            manifest=manifest,
-            vocab=Vocabulary(**manifest.vocabulary),
-            geometry=ClipGeometry(video_grid=tuple(clip["video_grid"]),
-                                  portrait_grid=tuple(portrait) if portrait else None,
-                                  audio_frames=clip["audio_frames"]),
-            media=MediaSpec(fps=clip["fps"], sample_rate=clip["sample_rate"], audio_samples=clip["audio_samples"]),
-            sampling=SamplingConfig(**manifest.sampling),
-            tokenizer=TextTokenizer(path / "tokenizer.json", clip["text_tokens"]),
-        )
+        try:
+            clip = manifest.clip
+            portrait = clip["portrait_grid"]
+            bundle = cls(
+                path=path,
+                manifest=manifest,
+                vocab=Vocabulary(**manifest.vocabulary),
+                geometry=ClipGeometry(video_grid=tuple(clip["video_grid"]),
+                                      portrait_grid=tuple(portrait) if portrait else None,
+                                      audio_frames=clip["audio_frames"]),
+                media=MediaSpec(fps=clip["fps"], sample_rate=clip["sample_rate"],
+                                audio_samples=clip["audio_samples"]),
+                sampling=_sampling(path, manifest.sampling),
+                tokenizer=TextTokenizer(manifest.tokenizer_path(path), clip["text_tokens"], clip["text_vocab"]),
+            )
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"{path / 'manifest.json'}: malformed clip or vocabulary ({error!r}); "
+                             f"re-export the bundle") from None
+        bundle._check_against_contracts()
+        return bundle
+
+    def _check_against_contracts(self) -> None:
+        """The manifest's config agrees with the graphs' contracts (sizes the runtime reads from both)."""
+        where = self.path / "manifest.json"
+        checks = []
+        if "llm" in self.manifest.components:
+            io = {s.name: s for s in (*self.manifest.components["llm"].contract.inputs,
+                                      *self.manifest.components["llm"].contract.outputs)}
+            checks += [("preset.llm.d_model", self.manifest.preset["llm"]["d_model"], io["input_embeds"].shape[-1]),
+                       ("vocabulary (size)", self.vocab.size, io["logits"].shape[-1])]
+        if "text_encoder" in self.manifest.components:
+            out = self.manifest.components["text_encoder"].contract.outputs[0]
+            checks.append(("preset.llm.d_model", self.manifest.preset["llm"]["d_model"], out.shape[-1]))
+        for field, value, graph in checks:
+            if value != graph:
+                raise ValueError(f"{where}: {field} is {value}, but the graphs were exported for {graph}; "
+                                 f"re-export the bundle")
 
     @property
     def name(self) -> str:
@@ -62,3 +91,16 @@ class Bundle:
 
     def layouts(self) -> SequenceBuilder:
         return SequenceBuilder(self.vocab, self.geometry)
+
+
+def _sampling(path: Path, values: dict) -> SamplingConfig:
+    """The manifest's sampling defaults (the one section users may edit), checked."""
+    known = {f.name for f in dataclasses.fields(SamplingConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path / 'manifest.json'}: sampling has unknown keys {unknown} "
+                         f"(known: {', '.join(sorted(known))})")
+    try:
+        return SamplingConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path / 'manifest.json'}: sampling: {error}") from None

@@ -189,7 +189,10 @@ def _write(output: Path, index: int, sample, result, inputs, task) -> Path:
 
 @main.command()
 @click.option("--bundle", type=click.Path(path_type=Path), required=True, help="Bundle folder from vp-export.")
-def info(bundle):
+@click.option("--sha256", "digest", is_flag=True,
+              help="Print only the bundle's digest (after checking every file's fingerprint): an app pins it "
+                   "with Pipeline.load(..., expect_digest=...).")
+def info(bundle, digest):
     """Describe a bundle: preset, components, precision, engines, layouts."""
     from vp.runtime.bundle import Bundle
     from vp.runtime.vocab import Task as T
@@ -199,6 +202,9 @@ def info(bundle):
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     m = b.manifest
+    if digest:
+        click.echo(m.digest())
+        return
     llm = m.preset["llm"]
     click.echo(f"bundle {b.path}: preset {b.name}, format {m.format_version}")
     click.echo(f"  llm: d_model {llm['d_model']}, {llm['n_layers']} layers, {llm['n_heads']} heads "

@@ -97,9 +97,11 @@ class Pipeline:
         self.d_model = bundle.manifest.preset["llm"]["d_model"]
 
     @classmethod
-    def load(cls, bundle: str | Path, backend: str = "auto", verify: bool = True) -> Pipeline:
-        """Open `bundle` with `backend` ("auto", "ort" or "trt"); the choice and why are logged."""
-        opened = Bundle.open(bundle, verify=verify)
+    def load(cls, bundle: str | Path, backend: str = "auto", verify: bool = True,
+             expect_digest: str | None = None) -> Pipeline:
+        """Open `bundle` with `backend` ("auto", "ort" or "trt"); the choice and why are logged.
+        expect_digest: the bundle's digest (`vp info --sha256`) an app pins; another bundle is refused."""
+        opened = Bundle.open(bundle, verify=verify, expect_digest=expect_digest)
         chosen, why = open_backend(backend, opened)
         log.info("backend %s: %s", chosen.name, why)
         return cls(opened, chosen, why)

@@ -32,6 +32,15 @@ class SamplingConfig:
     cfg_scale: float = 3.0
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "cfg_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not np.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)):
+            raise ValueError(f"top_k must be a whole number (0 = off), got {self.top_k!r}")
+        object.__setattr__(self, "top_k", int(self.top_k))
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:

@@ -23,13 +23,14 @@ class TextTokens:
 
 
 class TextTokenizer:
-    """A tokenizer.json (HuggingFace `tokenizers` format) limited to `max_tokens` ids per prompt.
+    """A tokenizer.json (HuggingFace `tokenizers` format) limited to `max_tokens` ids per prompt,
+    and (vocab_size given) to ids the text encoder embeds.
 
     Longer prompts are truncated with a warning, keeping their final special
     token ([SEP] or </s>) so the encoder still sees a well-formed sequence.
     """
 
-    def __init__(self, path: str | Path, max_tokens: int):
+    def __init__(self, path: str | Path, max_tokens: int, vocab_size: int | None = None):
         from tokenizers import Tokenizer
 
         path = Path(path)
@@ -43,6 +44,7 @@ class TextTokenizer:
         self._tokenizer.no_truncation()
         self.path = path
         self.max_tokens = max_tokens
+        self.vocab_size = vocab_size  # the text encoder's: ids past it are refused
         padding = self._tokenizer.token_to_id("[PAD]")
         if padding is None:
             padding = self._tokenizer.token_to_id("<pad>")
@@ -52,6 +54,11 @@ class TextTokenizer:
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a list of strings")
         encoded = [self._tokenizer.encode(p).ids for p in prompts]
+        if self.vocab_size is not None:
+            bad = max((i for ids in encoded for i in ids), default=0)
+            if bad >= self.vocab_size:
+                raise ValueError(f"{self.path} gave text id {bad}, outside the text encoder's vocabulary of "
+                                 f"{self.vocab_size}: the tokenizer does not belong to this text encoder")
         for prompt, ids in zip(prompts, encoded):
             if len(ids) > self.max_tokens:
                 warnings.warn(f"prompt of {len(ids)} text tokens truncated to {self.max_tokens}: {prompt[:40]!r}...",

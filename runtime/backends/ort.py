@@ -26,7 +26,8 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def _inference_session(path: Path, threads: int | None):
+def _inference_session(path: Path, contract, precision: str, threads: int | None):
+    """An InferenceSession of the graph at `path`, checked against its contract in the manifest."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -34,15 +35,39 @@ def _inference_session(path: Path, threads: int | None):
     if threads:
         options.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(path), options, providers=providers())
+        session = ort.InferenceSession(str(path), options, providers=providers())
     except Exception as error:  # onnxruntime raises its own exception types
         raise ValueError(f"ONNX Runtime cannot load {path}: {str(error).splitlines()[0]}") from None
+    _check_graph(path, session, contract, precision)
+    return session
+
+
+ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)",
+             "int32": "tensor(int32)", "bool": "tensor(bool)"}
+
+
+def _check_graph(path: Path, session, contract, precision: str) -> None:
+    """ValueError when the graph's inputs/outputs (names, dtypes, fixed sizes) are not its contract's."""
+    for kind, specs, args in (("input", contract.inputs, session.get_inputs()),
+                              ("output", contract.outputs, session.get_outputs())):
+        graph = {a.name: a for a in args}
+        for spec in specs:
+            arg = graph.get(spec.name)
+            want = [d if isinstance(d, int) else "?" for d in spec.shape]
+            got = [d if isinstance(d, int) else "?" for d in arg.shape] if arg is not None else None
+            mismatch = (arg is None or arg.type != ORT_TYPES.get(spec.concrete_dtype(precision)) or len(got) != len(want)
+                        or any(isinstance(w, int) and isinstance(g, int) and w != g for w, g in zip(want, got)))
+            if mismatch:
+                found = "missing" if arg is None else f"{arg.type} {got}"
+                raise ValueError(f"{path.name} does not match its contract in manifest.json: {kind} {spec.name!r} "
+                                 f"is {found} in the graph, the manifest says "
+                                 f"{ORT_TYPES.get(spec.concrete_dtype(precision))} {want}; re-export the bundle")
 
 
 class OrtSession(Session):
     def __init__(self, path: Path, contract, precision: str, threads: int | None):
         super().__init__(contract, precision)
-        self._session = _inference_session(path, threads)
+        self._session = _inference_session(path, contract, precision, threads)
         self._outputs = [s.name for s in contract.outputs]
 
     def _run(self, feeds):
@@ -52,7 +77,7 @@ class OrtSession(Session):
 class OrtPagedLLM(PagedLLM):
     def __init__(self, path: Path, contract, precision: str, num_blocks: int, threads: int | None):
         super().__init__(contract, precision, num_blocks)
-        self._session = _inference_session(path, threads)
+        self._session = _inference_session(path, contract, precision, threads)
         self.pool = np.zeros((num_blocks, *self.block_shape), self.dtype)
         self._slots = self.pool.reshape(-1, *self.block_shape[1:])  # (num_blocks * block_size, L, 2, KVH, hd)
 
@@ -80,7 +105,7 @@ class OrtCudaPagedLLM(PagedLLM):
         from vp.runtime.backends.cuda import check, load_cudart
 
         super().__init__(contract, precision, num_blocks)
-        self._session = _inference_session(path, threads)
+        self._session = _inference_session(path, contract, precision, threads)
         self._cudart = load_cudart()
         self.pool = ort.OrtValue.ortvalue_from_shape_and_type((num_blocks, *self.block_shape), self.dtype, "cuda", 0)
         check(self._cudart.cudaMemset(self.pool.data_ptr(), 0, self.pool_bytes))
@@ -125,7 +150,7 @@ class OrtBackend(Backend):
         if record is None:
             raise ValueError(f"bundle {self.bundle} has no {component} graph (exported components: "
                              f"{', '.join(self.manifest.components)})")
-        return self.bundle / "onnx" / record.onnx, record.contract, record.precision
+        return self.manifest.onnx_path(self.bundle, component), record.contract, record.precision
 
     def session(self, component: str) -> Session:
         return OrtSession(*self._path(component), self.threads)

@@ -212,7 +212,7 @@ class TrtBackend(Backend):
         if component not in self.manifest.engines:
             raise ValueError(f"bundle {self.bundle} has no {component} engine (built: {', '.join(self.manifest.engines)})")
         record, engine = self.manifest.components[component], self.manifest.engines[component]
-        return self.bundle / "engines" / engine.path, record.contract, record.precision, engine.flavour
+        return self.manifest.engine_path(self.bundle, component), record.contract, record.precision, engine.flavour
 
     def session(self, component: str) -> Session:
         return TrtSession(*self._engine(component))

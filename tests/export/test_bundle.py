@@ -15,7 +15,7 @@ from vp.export.cli import main
 
 def test_manifest_describes_every_component(tiny_bundle):
     body = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert body["format_version"] == 1
+    assert body["format_version"] == 2
     assert body["preset"]["name"] == "tiny" and body["preset"]["llm"]["d_model"] == 128
     assert body["vocabulary"] == {"visual_codes": 1024, "audio_levels": 4, "audio_codes": 256, "text_words": 0}
     assert body["sampling"]["cfg_scale"] == 3.0
@@ -26,7 +26,8 @@ def test_manifest_describes_every_component(tiny_bundle):
         "prefix_lens"]
     assert [p["name"] for p in llm["contract"]["profiles"]] == ["prefill", "decode"]
     assert body["engines"] == {} and "--engines none" in body["engines_note"]
-    assert (tiny_bundle / "tokenizer.json").is_file()
+    assert (tiny_bundle / "tokenizer.json").is_file() and len(body["tokenizer_sha256"]) == 64
+    assert body["clip"]["text_vocab"] == 30522 and len(body["config_sha256"]) == 64
     for name, component in body["components"].items():
         session = ort.InferenceSession(str(tiny_bundle / "onnx" / component["onnx"]), providers=["CPUExecutionProvider"])
         assert [i.name for i in session.get_inputs()] == [t["name"] for t in component["contract"]["inputs"]], name
