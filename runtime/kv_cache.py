@@ -217,7 +217,7 @@ class KVCacheManager:
             raise NoFreeBlocksError(
                 f"KV cache pool exhausted: sequence {seq_id!r} needs {needed} more block(s) of "
                 f"{bs} tokens, {self.pool.num_free} of {len(self.pool.blocks)} are free; "
-                f"raise kv_blocks (--kv-blocks) or lower num_samples"
+                f"build the manager with more blocks or lower num_samples (vp generate --samples)"
             )
         copies = []
         if cow:

@@ -13,8 +13,10 @@ sample i uses the generator of seed + i for its tokens and its super-resolution.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -79,13 +81,24 @@ class FrameChunk:
 
 
 class Pipeline:
-    """Chains the components of one bundle. Not thread-safe: one generation at a time."""
+    """Chains the components of one bundle.
+
+    Safe to share between threads: generations hold the pipeline's lock (they run one after
+    another, each as it would alone: same seeds, same tokens), and a stream() takes it for each
+    step, so other calls may run between the steps of an unfinished stream. Every generation's
+    KV sequences carry a run id of their own.
+    """
 
     def __init__(self, bundle: Bundle, backend, why: str):
         self.bundle = bundle
         self.backend = backend
         self.backend_reason = why
         self._sessions: dict = {}
+        self._lock = threading.RLock()
+        self._space = threading.Condition(self._lock)  # KV blocks reserved by runs in flight: _reserve
+        self._reserved = 0
+        self._holders: dict[int, int] = {}  # thread id -> runs in flight
+        self._runs = itertools.count()  # run ids: the KV sequences of concurrent generations never collide
         self._llm = None
         self._manager: KVCacheManager | None = None
         if "llm" not in bundle.manifest.components:
@@ -120,9 +133,10 @@ class Pipeline:
         self.close()
 
     def session(self, component: str):
-        if component not in self._sessions:
-            self._sessions[component] = self.backend.session(component)
-        return self._sessions[component]
+        with self._lock:
+            if component not in self._sessions:
+                self._sessions[component] = self.backend.session(component)
+            return self._sessions[component]
 
     # -- generation ---------------------------------------------------------------------------------
 
@@ -149,8 +163,9 @@ class Pipeline:
         mask [H, W] or [T, H, W] bool). on_token(done, total) reports progress."""
         run = self._prepare(task, prompt, image, video, audio, mask, seed, num_samples, with_audio, portrait, sr,
                             sampling, sampling_overrides)
-        tokens = self._tokens(run, on_token)
-        return self._finish(run, tokens)
+        with self._lock:
+            tokens = self._tokens(run, on_token)
+            return self._finish(run, tokens)
 
     def long_video(self, *, seconds: float, prompt: str = "", video: np.ndarray | None = None, seed: int = 0,
                    on_token: Callable[[int, int], None] | None = None, **kwargs) -> GenerationResult:
@@ -251,6 +266,8 @@ class Pipeline:
         timings: dict[str, float]
         loop: LoopTimings
         start: float
+        id: int = 0
+        kv_stats: KVStats | None = None  # the KV manager's statistics when the run's sequences were freed
 
     def _prepare(self, task, prompt, image, video, audio, mask, seed, num_samples, with_audio, portrait, sr,
                  sampling, sampling_overrides) -> Pipeline._Run:
@@ -283,7 +300,8 @@ class Pipeline:
             branches.append(Branch(builder.build(task, text_len=0, **inputs), None))
         return Pipeline._Run(layout=layout, branches=branches, sampling=sampling,
                              rngs=[make_rng(seed + i) for i in range(num_samples)], num_samples=num_samples,
-                             sr=sr, text=text, timings=timings, loop=LoopTimings(), start=start)
+                             sr=sr, text=text, timings=timings, loop=LoopTimings(), start=start,
+                             id=next(self._runs))
 
     def _check_superres(self, task: Task, portrait: bool) -> None:
         stages = self.bundle.superres_stages
@@ -309,22 +327,59 @@ class Pipeline:
             audio_codes = codes[0]
         return video_codes, audio_codes
 
-    def _ensure_llm(self, blocks: int) -> TokenGenerator:
-        """The LLM with a KV pool of at least `blocks` blocks (grown when a request needs more)."""
-        if self._llm is None or self._llm.num_blocks < blocks:
-            if self._llm is not None:
-                self._llm.close()
-                self._llm = self._manager = None
-            self._llm = self.backend.paged_llm(blocks)
-            self._manager = KVCacheManager(blocks, self.block_size)
-        return TokenGenerator(self._llm, self._manager, self.d_model, *self._batches)
+    def _reserve(self, blocks: int) -> TokenGenerator:
+        """Reserve `blocks` KV blocks for a run (released by _release) and the generator over them.
+
+        Runs in flight (unfinished streams) keep their reservations; a run that does not fit
+        waits for them to finish (another thread's streams) or, when this thread holds one of
+        them, is refused (waiting would never end). The pool is (re)built only when no run is
+        in flight."""
+        me = threading.get_ident()
+        with self._space:
+            while self._llm is None or self._llm.num_blocks - self._reserved < blocks:
+                if not self._reserved:
+                    if self._llm is not None:
+                        self._llm.close()
+                        self._llm = self._manager = None
+                    self._llm = self.backend.paged_llm(blocks)
+                    self._manager = KVCacheManager(blocks, self.block_size)
+                    break
+                if self._holders.get(me):
+                    raise ValueError(f"this request needs {blocks} KV blocks and an unfinished stream() of this "
+                                     f"thread holds {self._reserved} of the pool's {self._llm.num_blocks}: "
+                                     f"finish or close the stream first")
+                self._space.wait()
+            self._reserved += blocks
+            self._holders[me] = self._holders.get(me, 0) + 1
+            return TokenGenerator(self._llm, self._manager, self.d_model, *self._batches)
+
+    def _release(self, blocks: int, holder: int) -> None:
+        with self._space:
+            self._reserved -= blocks
+            self._holders[holder] -= 1
+            if not self._holders[holder]:
+                del self._holders[holder]
+            self._space.notify_all()
 
     def _token_stream(self, run: Pipeline._Run) -> Iterator[np.ndarray]:
+        """The run's output ids, one position at a time; each step holds the pipeline's lock."""
         layouts = [branch.layout for branch in run.branches]
-        generator = self._ensure_llm(TokenGenerator.blocks_needed(layouts, run.num_samples, self.block_size))
-        self._generator = generator
-        yield from generator.generate(run.branches, run.num_samples, run.sampling, run.rngs, run.loop,
-                                      time.perf_counter)
+        blocks = TokenGenerator.blocks_needed(layouts, run.num_samples, self.block_size)
+        generator, holder = self._reserve(blocks), threading.get_ident()
+        steps = generator.generate(run.branches, run.num_samples, run.sampling, run.rngs, run.loop,
+                                   time.perf_counter, run=run.id)
+        try:
+            while True:
+                with self._lock:
+                    ids = next(steps, None)
+                if ids is None:
+                    return
+                yield ids
+        finally:
+            with self._lock:
+                steps.close()
+                run.kv_stats = generator.kv_stats()
+            self._release(blocks, holder)
 
     def _tokens(self, run: Pipeline._Run, on_token) -> np.ndarray:
         total = run.layout.output_len
@@ -363,7 +418,7 @@ class Pipeline:
         timings["total"] = _ms(run.start)
         timings["decode_steps"] = run.loop.decode_steps
         return GenerationResult(layout=run.layout, samples=samples, sample_rate=b.media.sample_rate,
-                                fps=b.media.fps, timings=timings, kv_stats=self._generator.kv_stats(), loop=run.loop)
+                                fps=b.media.fps, timings=timings, kv_stats=run.kv_stats, loop=run.loop)
 
     def _decode_video(self, codes: np.ndarray) -> np.ndarray:
         (video,) = self.session("video_decoder").run(codes=codes[None])

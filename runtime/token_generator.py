@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,17 +81,19 @@ class TokenGenerator:
         rngs: list[np.random.Generator],
         timings: LoopTimings,
         clock: Callable[[], float],
+        run: Hashable = 0,
     ) -> Iterator[np.ndarray]:
         """Yield the ids [num_samples] of each output position in order.
 
         branches: [conditional] or [conditional, unconditional] (CFG). Sequences
-        are freed when the generator finishes or is closed.
+        are (run, branch, sample): runs with distinct `run` keys may share the
+        manager. They are freed when the generator finishes or is closed.
         """
         layout = branches[0].layout
-        seqs = [[(b, i) for i in range(num_samples)] for b in range(len(branches))]  # [branch][sample]
+        seqs = [[(run, b, i) for i in range(num_samples)] for b in range(len(branches))]  # [branch][sample]
         try:
             start = clock()
-            logits = [self._prefill(b, branch, num_samples) for b, branch in enumerate(branches)]  # [branch] (N, V)
+            logits = [self._prefill(seqs[b], branch) for b, branch in enumerate(branches)]  # [branch] (N, V)
             timings.prefill_ms += (clock() - start) * 1e3
             pending = np.zeros((num_samples, 0), np.int64)
             for forced, low, high in layout.positions():
@@ -123,11 +125,12 @@ class TokenGenerator:
                     if seq in self.manager.tables:
                         self.manager.free(seq)
 
-    def _prefill(self, b: int, branch: Branch, num_samples: int) -> np.ndarray:
-        """Prefill the branch's prefix once (reusing cached blocks), fork it to every sample; logits [N, V]."""
+    def _prefill(self, seqs: list, branch: Branch) -> np.ndarray:
+        """Prefill the branch's prefix once (reusing cached blocks) into seqs[0], fork it to the
+        other sequences of seqs; logits [N, V]."""
         layout = branch.layout
         key = b"" if branch.text is None else hashlib.sha256(np.ascontiguousarray(branch.text).tobytes()).digest()
-        first = (b, 0)
+        first = seqs[0]
         cached = self.manager.add_sequence(first, layout.prefix, extra_key=key)
         embeds = np.zeros((1, layout.prefix_len, self.d_model), np.float32)
         if branch.text is not None:
@@ -135,9 +138,9 @@ class TokenGenerator:
         new = slice(cached, layout.prefix_len)
         logits = self._call([first], layout.prefix[None, new], embeds[:, new], layout.text_mask()[None, new],
                             prefix_lens=[layout.prefix_len])
-        for i in range(1, num_samples):
-            self.manager.fork(first, (b, i))
-        return np.repeat(logits, num_samples, axis=0)
+        for seq in seqs[1:]:
+            self.manager.fork(first, seq)
+        return np.repeat(logits, len(seqs), axis=0)
 
     def _feed(self, seqs, pending: np.ndarray) -> list[np.ndarray]:
         """Append pending [N, T] ids to every branch's sequences; per branch, logits [N, V]."""
