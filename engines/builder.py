@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vp.engines.contract import Contract
+from vp.runtime.process_memory import peak_rss_mb
 
 FLAVOURS = {"trt": "tensorrt", "rtx": "tensorrt_rtx"}
 INSTALL = {"trt": "pip install 'vp[trt]' (needs NVIDIA's package index)", "rtx": "pip install 'vp[rtx]'"}
@@ -154,7 +154,7 @@ class EngineFromOnnx:
             sha256=sha256_of(engine_path),
             bytes=engine_path.stat().st_size,
             build_seconds=round(time.perf_counter() - start, 3),
-            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            peak_rss_mb=round(peak_rss_mb() or 0.0, 1),
         )
 
     def _set_targets(self, trt, config) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from vp.runtime.pipeline import Pipeline
+from vp.runtime.process_memory import peak_rss_mb
 from vp.runtime.vocab import Task
 
 SCHEMA_VERSION = 1
@@ -166,7 +166,7 @@ def _measure(pipeline: Pipeline, config: BenchConfig, task: Task, bandwidth: flo
                     "saved_blocks": st.saved_blocks,
                     "saved_bytes": st.saved_blocks * block_bytes,
                     "saving_share": st.saved_blocks / (st.saved_blocks + st.allocated_blocks)},
-        "memory": {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "memory": {"peak_rss_mb": peak_rss_mb(),
                    "kv_pool_mb": pipeline._llm.pool_bytes / 1e6, "gpu": None},
         "compare_torch": None,
     }
