@@ -18,6 +18,7 @@ from vp.engines.builder import DEFAULT_RTX_SM, FLAVOURS, EngineFromOnnx, import_
 from vp.engines.manifest import TOKENIZER, ComponentRecord, Manifest
 from vp.export.contracts import contracts
 from vp.export.onnx_export import PRECISIONS, export_component
+from vp.export.output_lock import OutputLock
 from vp.models.checkpoint import load
 from vp.models.presets import get_preset
 
@@ -124,6 +125,12 @@ def export_bundle(config: ExportConfig, on_step: Callable[[str, str, int], None]
     it can be known in advance.
     """
     flavour, why = _check_config(config)
+    with OutputLock(Path(config.out)):
+        return _export(config, flavour, why, on_step)
+
+
+def _export(config: ExportConfig, flavour: str | None, why: str,
+            on_step: Callable[[str, str, int], None] | None) -> ExportSummary:
     preset = get_preset(config.preset)
     models = load(config.preset, config.weights)
     out = Path(config.out).resolve()
