@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -94,6 +97,40 @@ class EngineRecord:
         return asdict(self)
 
 
+@contextmanager
+def _interruptible(trt, config):
+    """Ctrl-C (SIGINT) during a build cancels it at the builder's next progress step (the build call
+    itself blocks in C and would otherwise run to its end); the caller raises KeyboardInterrupt."""
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.cancelled = False
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            pass
+
+        def step_complete(self, phase_name, step):
+            return not self.cancelled
+
+        def phase_finish(self, phase_name):
+            pass
+
+    monitor = Monitor()
+    config.progress_monitor = monitor
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def cancel(signum, frame):
+            monitor.cancelled = True
+
+        previous = signal.signal(signal.SIGINT, cancel)
+    try:
+        yield monitor
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -137,7 +174,10 @@ class EngineFromOnnx:
         if self.timing_cache:
             cache = config.create_timing_cache(self.timing_cache.read_bytes() if self.timing_cache.is_file() else b"")
             config.set_timing_cache(cache, ignore_mismatch=True)
-        serialized = builder.build_serialized_network(network, config)
+        with _interruptible(trt, config) as monitor:
+            serialized = builder.build_serialized_network(network, config)
+        if monitor.cancelled:
+            raise KeyboardInterrupt(f"the {self.onnx_path.stem} engine build was interrupted")
         if serialized is None:
             errors = "\n  ".join(logger.errors[-5:]) or "no error was logged"
             raise EngineBuildError(f"{FLAVOURS[self.flavour]} could not build {self.onnx_path.name} "

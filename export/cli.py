@@ -58,6 +58,11 @@ def main(preset, out, weights, precision, engines, sm, components, force):
             bar.update(1)  # the last step
     except ValueError as error:
         raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        for bar in bars:
+            bar.close()
+        click.echo(f"interrupted: nothing was written at {out}", err=True)
+        raise SystemExit(130) from None
     finally:
         for bar in bars:
             bar.close()

@@ -107,3 +107,33 @@ def test_missing_tensorrt_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` fail
     with pytest.raises(ValueError, match=r"pip install 'vp\[trt\]'"):
         import_tensorrt("trt")
+
+
+def test_ctrl_c_stops_an_engine_build_promptly(tmp_path):
+    """SIGINT in the middle of `vp-export --engines rtx`: the build stops at its next progress
+    step (not at the end of the build), the CLI says so, and nothing is left at --out."""
+    import re
+    import subprocess
+
+    code = (
+        "import os, signal, threading, sys\n"
+        "from vp.engines import builder\n"
+        "real = builder.EngineFromOnnx.build\n"
+        "def build(self, path):\n"  # the first engine build gets a Ctrl-C one second in
+        "    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        "    try:\n"
+        "        return real(self, path)\n"
+        "    except KeyboardInterrupt as stop:\n"
+        "        print('raised by:', stop, file=sys.stderr)\n"
+        "        raise\n"
+        "builder.EngineFromOnnx.build = build\n"
+        "from vp.export.cli import main\n"
+        f"main(['--preset', 'tiny', '--out', r'{tmp_path / 'b'}', '--engines', 'rtx', '--sm', '89'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert "interrupted: nothing was written at" in result.stderr
+    # cancelled through the builder's progress monitor, inside the build (a SIGINT left to Python
+    # would only be raised after build_serialized_network returned, at the end of the build)
+    assert re.search(r"raised by: the \w+ engine build was interrupted", result.stderr), result.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no bundle, no partial, no lock
