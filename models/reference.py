@@ -26,6 +26,7 @@ from vp.models.checkpoint import Models
 from vp.models.prefix_lm import KVCache
 from vp.runtime.conditioning import MediaSpec, fit_audio, frames_from_model, prepare_media, video_to_model
 from vp.runtime.masked_decoding import guided_logits, masked_decode
+from vp.runtime.request import MAX_SEED, check_count, check_media, check_prompt, check_task
 from vp.runtime.sampling import SamplingConfig, cfg_mix, make_rng, sample
 from vp.runtime.vocab import SequenceBuilder, SequenceLayout, Task
 
@@ -70,7 +71,10 @@ def generate(
     perf_counter() after each single-token feed), for vp bench.
     """
     clock = _Clock(timings)
-    task = Task(task)
+    task = check_task(task)
+    prompt = check_prompt(task, prompt)
+    seed = check_count("seed", seed, 0, MAX_SEED)
+    check_media(task, image=image, video=video, audio=audio, mask=mask)
     preset = models.preset
     sampling = dataclasses.replace(sampling or preset.sampling, **sampling_overrides)
     if with_audio is None:

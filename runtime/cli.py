@@ -21,7 +21,10 @@ DEFAULT_PRESET = "demo"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("VP_CACHE", Path.home() / ".cache" / "vp"))
+    path = Path(os.environ.get("VP_CACHE", Path.home() / ".cache" / "vp"))
+    if path.exists() and not path.is_dir():
+        raise click.ClickException(f"VP_CACHE={path} is a file; point it at a folder (it holds exported bundles)")
+    return path
 
 
 def default_bundle() -> Path:
@@ -111,20 +114,21 @@ def generate(prompt, bundle, task, output, image, video, audio, mask, box, seed,
                                        cfg_scale=cfg_scale).items() if v is not None}
     try:
         _check_output(output, task)
+        _check_inputs(task, image=image, video=video, audio=audio, mask=mask, box=box, seconds=seconds)
         with Pipeline.load(bundle or default_bundle(), backend=backend) as pipeline:
             b = pipeline.bundle
             if portrait and not b.manifest.clip["portrait"]:
                 raise ValueError(f"bundle {b.path} has no portrait layout")
             size = tuple(b.manifest.clip["portrait"]) if portrait else b.frame_size
             inputs = {}
+            if mask or box:  # first: a bad box is found before any file is decoded
+                inputs["mask"] = _mask(mask, box, size, task)
             if image:
                 inputs["image"] = media.read_image(image, size)
             if video:
                 inputs["video"] = media.read_video(video, size, b.media.fps, max_frames=_max_frames(task, b))
             if audio or (video and task in {"a2v", "av-continue"}):
                 inputs["audio"] = media.read_audio(audio or video, b.media.sample_rate)
-            if mask or box:
-                inputs["mask"] = _mask(mask, box, size, task)
             with tqdm(unit="tok", desc="tokens", leave=False) as bar:
 
                 def advance(done, total):
@@ -150,6 +154,28 @@ def _check_output(output: Path, task: str) -> None:
         raise ValueError(f"output {output}: task {task} writes {' or '.join(sorted(suffixes))}")
     if not output.parent.is_dir():
         raise ValueError(f"output folder {output.parent} does not exist")
+    if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise ValueError(f"output {output} cannot be written (permission denied)")
+
+
+def _check_inputs(task: str, *, image, video, audio, mask, box, seconds) -> None:
+    """The files and flags the task uses, checked before anything is read or generated."""
+    from vp.runtime.request import check_media
+
+    if seconds is not None and task != "long":
+        raise ValueError("--seconds sets the length of a long video: use it with --task long")
+    if mask and box:
+        raise ValueError("give --mask or --box, not both")
+    for flag, path in (("--image", image), ("--video", video), ("--audio", audio), ("--mask", mask)):
+        if path is not None and path.is_dir():
+            raise ValueError(f"{flag} {path} is a folder; give a file")
+        if path is not None and not path.exists():
+            raise ValueError(f"{flag} {path} does not exist")
+    sound = audio or (video if task in {"a2v", "av-continue"} else None)  # --audio defaults to --video's
+    pictures = video if task != "a2v" else None
+    if task == "long" and seconds is not None and video is None:
+        return  # a long video from text: a t2v clip, then continuations
+    check_media(Task(task), image=image, video=pictures, audio=sound, mask=mask or box)
 
 
 def _max_frames(task: str, bundle) -> int | None:
@@ -169,8 +195,12 @@ def _mask(path, box, size, task) -> np.ndarray:
 
         return read_image(path, size).mean(-1) > 127
     x0, y0, x1, y1 = box
+    height, width = size
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ValueError(f"--box {x0},{y0},{x1},{y1}: expected 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height} "
+                         f"(pixels of the {width}x{height} frame)")
     inside = np.zeros(size, bool)
-    inside[max(y0, 0):y1, max(x0, 0):x1] = True
+    inside[y0:y1, x0:x1] = True
     return inside if task != "outpaint" else ~inside
 
 

@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from vp.runtime.bundle import Bundle
 from vp.runtime.conditioning import fit_audio, frames_from_model, prepare_media, video_to_model
 from vp.runtime.kv_cache import KVCacheManager, KVStats
 from vp.runtime.masked_decoding import guided_logits, masked_decode
+from vp.runtime.request import MAX_SEED, check_count, check_media, check_prompt, check_task
 from vp.runtime.sampling import SamplingConfig, make_rng
 from vp.runtime.token_generator import Branch, LoopTimings, TokenGenerator
 from vp.runtime.vocab import SequenceLayout, Task
@@ -272,11 +274,13 @@ class Pipeline:
     def _prepare(self, task, prompt, image, video, audio, mask, seed, num_samples, with_audio, portrait, sr,
                  sampling, sampling_overrides) -> Pipeline._Run:
         start = time.perf_counter()
-        task = Task(task)
+        task = check_task(task)
+        prompt = check_prompt(task, prompt)
+        seed = check_count("seed", seed, 0, MAX_SEED)
+        num_samples = check_count("num_samples", num_samples, 1, MAX_SEED - seed)
+        check_media(task, image=image, video=video, audio=audio, mask=mask)
         b = self.bundle
-        sampling = dataclasses.replace(sampling or b.sampling, **sampling_overrides)
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        sampling = _sampling(sampling or b.sampling, sampling_overrides)
         if with_audio is None:
             with_audio = task in {Task.TEXT_TO_VIDEO, Task.UNCONDITIONAL}
         if sr:
@@ -298,10 +302,28 @@ class Pipeline:
         branches = [Branch(layout, None if text is None else text[0][0])]
         if sampling.guided and text_len:
             branches.append(Branch(builder.build(task, text_len=0, **inputs), None))
+        self._check_size([br.layout for br in branches], num_samples)
         return Pipeline._Run(layout=layout, branches=branches, sampling=sampling,
                              rngs=[make_rng(seed + i) for i in range(num_samples)], num_samples=num_samples,
                              sr=sr, text=text, timings=timings, loop=LoopTimings(), start=start,
                              id=next(self._runs))
+
+    def _check_size(self, layouts: list[SequenceLayout], num_samples: int) -> None:
+        """Refuse, before any work, a request whose KV pool exceeds the engine profile's num_blocks
+        or half of this machine's memory; the message says what it would need."""
+        blocks = TokenGenerator.blocks_needed(layouts, num_samples, self.block_size)
+        llm = self.bundle.manifest.components["llm"]
+        pool = next(s for s in llm.contract.inputs if s.name == "kv_pool")
+        block_bytes = math.prod(pool.shape[1:]) * (2 if llm.precision == "fp16" else 4)
+        limit = min(p.dims["num_blocks"][2] for p in llm.contract.profiles)
+        memory = _physical_memory()
+        need = f"{num_samples} sample(s) need {blocks} KV blocks ({blocks * block_bytes / 1e9:.2f} GB)"
+        if blocks > limit:
+            per_sample = max(1, blocks // num_samples)
+            raise ValueError(f"{need}; the LLM's engine profile holds {limit} blocks (about "
+                             f"{max(1, limit // per_sample)} samples): lower num_samples (--samples)")
+        if memory and blocks * block_bytes > memory / 2:
+            raise ValueError(f"{need}, more than half of this machine's {memory / 1e9:.1f} GB: lower num_samples")
 
     def _check_superres(self, task: Task, portrait: bool) -> None:
         stages = self.bundle.superres_stages
@@ -479,3 +501,20 @@ def _check_video(frames: np.ndarray, bundle: Bundle) -> None:
     if tuple(frames.shape[1:3]) not in sizes:
         raise ValueError(f"video: frames of {frames.shape[1]}x{frames.shape[2]} (H x W); this bundle takes "
                          f"{' or '.join(f'{h}x{w}' for h, w in sizes)} (vp.runtime.media.read_* resize for you)")
+
+
+def _sampling(base: SamplingConfig, overrides: dict) -> SamplingConfig:
+    """base with keyword overrides (temperature, top_k, top_p, cfg_scale); ValueError naming unknown ones."""
+    known = {f.name for f in dataclasses.fields(SamplingConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown argument(s) {unknown}; sampling overrides: {', '.join(sorted(known))}")
+    return dataclasses.replace(base, **overrides)
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory (POSIX), None where unknown."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None

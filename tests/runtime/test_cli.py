@@ -1,5 +1,7 @@
 """`vp generate` and `vp info`: real files out, clear errors for bad input."""
 
+import os
+
 import av
 import numpy as np
 import pytest
@@ -49,11 +51,27 @@ def test_long_video_and_inpaint_with_a_box(tiny_bundle, tmp_path):
     (["--bundle", "/nonexistent/bundle", "fox"], "does not exist"),
     (["--task", "dance", "fox"], "Invalid value for '--task'"),
     (["--task", "i2v", "fox"], "needs an image"),
-    (["--task", "i2v", "--image", "/nonexistent.png", "fox"], "no such file"),
+    (["--task", "i2v", "--image", "/nonexistent.png", "fox"], "--image /nonexistent.png does not exist"),
+    (["--task", "i2v", "--image", "DIR", "fox"], "is a folder; give a file"),
     (["--task", "t2v", "fox", "-o", "fox.gif"], "writes .mp4"),
     (["--box", "1,2,3", "fox"], "x0,y0,x1,y1"),
+    (["--task", "inpaint", "--video", "FILE", "--box", "40,40,20,60", "fox"],
+     "--box 40,40,20,60: expected 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64"),
+    (["--task", "inpaint", "--video", "FILE", "--box", "0,0,65,10", "fox"], "expected 0 <= x0 < x1 <= 64"),
+    (["--seconds", "3", "fox"], "--seconds sets the length of a long video: use it with --task long"),
+    (["--task", "t2v", "--video", "FILE", "fox"], "task t2v does not use video"),
+    (["--task", "v2a", "--video", "FILE", "--audio", "FILE", "-o", "OUT.wav"], "task v2a does not use audio"),
+    (["--task", "t2v", ""], "task t2v needs a prompt"),
+    (["--task", "uncond", "fox"], "task uncond takes no prompt"),
+    (["--cfg", "inf", "fox"], "cfg_scale must be a finite number, got inf"),
+    (["--samples", "10000", "fox"], "the LLM's engine profile holds 1024 blocks"),
+    (["fox", "-o", "DIR"], "is a directory"),
+    (["fox", "-o", "DIR/missing/x.mp4"], "output folder"),
 ])
 def test_bad_input(tiny_bundle, tmp_path, args, message):
+    (tmp_path / "folder.mp4").mkdir()
+    args = [str(a).replace("FILE", str(tiny_bundle / "manifest.json")).replace("DIR", str(tmp_path / "folder.mp4"))
+            .replace("OUT", str(tmp_path / "x")) for a in args]
     if "--bundle" not in args:
         args = ["--bundle", tiny_bundle, *args]
     if "-o" not in args:
@@ -61,6 +79,28 @@ def test_bad_input(tiny_bundle, tmp_path, args, message):
     result = run("generate", *args)
     assert result.exit_code != 0 and message in result.output, result.output
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_an_output_that_is_a_folder_or_read_only(tiny_bundle, tmp_path):
+    (tmp_path / "out.mp4").mkdir()
+    result = run("generate", "--bundle", tiny_bundle, "fox", "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 2 and "is a directory" in result.output
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = run("generate", "--bundle", tiny_bundle, "fox", "-o", locked / "x.mp4")
+        if not os.access(locked, os.W_OK):  # (root may write anywhere)
+            assert result.exit_code == 1 and "cannot be written (permission denied)" in result.output
+    finally:
+        locked.chmod(0o700)
+
+
+def test_vp_cache_pointing_at_a_file(tmp_path, monkeypatch):
+    (tmp_path / "cache").write_text("")
+    monkeypatch.setenv("VP_CACHE", str(tmp_path / "cache"))
+    result = run("generate", "fox", "-o", tmp_path / "x.mp4")
+    assert result.exit_code == 1 and "is a file; point it at a folder" in result.output
 
 
 def test_unreadable_input_file(tiny_bundle, tmp_path):

@@ -6,6 +6,7 @@ import pytest
 
 from vp.models.reference import generate as reference_generate
 from vp.runtime.pipeline import Pipeline
+from vp.runtime.request import NO_TEXT
 from vp.runtime.vocab import Task
 
 GREEDY = dict(temperature=0.0)
@@ -24,7 +25,7 @@ def pipeline(tiny_bundle):
 @pytest.mark.parametrize("mode", ["greedy", "seeded"])
 @pytest.mark.parametrize("task", list(Task))
 def test_tokens_equal_the_reference(task, mode, pipeline, tiny_models, task_inputs):
-    kwargs = dict(task=task, prompt="a red fox in the snow", seed=7, **task_inputs(task),
+    kwargs = dict(task=task, prompt="" if task in NO_TEXT else "a red fox in the snow", seed=7, **task_inputs(task),
                   **(GREEDY if mode == "greedy" else SEEDED))
     want = reference_generate(tiny_models, **kwargs)
     got = pipeline.generate(**kwargs)
@@ -114,10 +115,40 @@ def test_runtime_never_imports_torch(tiny_bundle):
     (dict(task="t2v", num_samples=0), "num_samples"),
     (dict(task="t2v", top_p=0.0), "top_p"),
     (dict(task="t2i", sr=True), "super-resolution"),
+    (dict(task="t2v", prompt=b"\xff\xfe a fox"), r"the prompt is not UTF-8 text \(byte 0\)"),
+    (dict(task="t2v", prompt="a fox \udcff"), r"the prompt is not valid UTF-8 text"),
+    (dict(task="t2v", prompt=""), r"task t2v needs a prompt \(task uncond generates without text\)"),
+    (dict(task="stylize", prompt="  ", video=np.zeros((17, 64, 64, 3), np.uint8)), "task stylize needs a prompt"),
+    (dict(task="uncond", prompt="a fox"), "task uncond takes no prompt"),
+    (dict(task="t2v", video=np.zeros((17, 64, 64, 3), np.uint8)), "task t2v does not use video"),
+    (dict(task="i2v", image=np.zeros((64, 64, 3), np.uint8), audio=np.zeros(9, np.float32)),
+     r"task i2v does not use audio \(it takes image\)"),
+    (dict(task="av-continue", video=np.zeros((9, 64, 64, 3), np.uint8)), "task av-continue needs audio"),
+    (dict(task="a2v", audio=np.full(34000, np.nan, np.float32)), "audio holds NaN or infinite samples"),
+    (dict(task="t2v", seed="x"), r"seed must be a whole number, got 'x'"),
+    (dict(task="t2v", seed=-1), r"seed must lie in \[0, 9223372036854775807\], got -1"),
+    (dict(task="t2v", seed=1.5), "seed must be a whole number, got 1.5"),
+    (dict(task="t2v", seed=True), "seed must be a whole number, got True"),
+    (dict(task="t2v", num_samples=2.0), "num_samples must be a whole number"),
+    (dict(task="t2v", top_k=2.5), r"top_k must be a whole number \(0 = off\), got 2.5"),
+    (dict(task="t2v", cfg_scale=float("inf")), "cfg_scale must be a finite number, got inf"),
+    (dict(task="t2v", temperature=float("nan")), "temperature must be a finite number, got nan"),
+    (dict(task="t2v", topk=5), r"unknown argument\(s\) \['topk'\]; sampling overrides: cfg_scale, temperature"),
+    (dict(task="t2v", num_samples=10000),
+     r"10000 sample\(s\) need \d+ KV blocks \([\d.]+ GB\); the LLM's engine profile holds 1024 blocks \(about \d+ "
+     r"samples\): lower num_samples \(--samples\)"),
+    (dict(task="t2v", num_samples=12), r"the LLM's engine profile holds 1024 blocks"),
 ])
 def test_bad_input(pipeline, kwargs, message):
+    kwargs = {"prompt": "a fox", **kwargs}
     with pytest.raises(ValueError, match=message):
-        pipeline.generate(prompt="a fox", **kwargs)
+        pipeline.generate(**kwargs)
+
+
+def test_numpy_integers_are_accepted(pipeline):
+    a = pipeline.generate(task="t2i", prompt="a fox", seed=np.int64(4), num_samples=np.int32(1), top_k=np.int64(5))
+    b = pipeline.generate(task="t2i", prompt="a fox", seed=4, top_k=5)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
 
 
 def test_missing_bundle(tmp_path):
