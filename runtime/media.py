@@ -59,6 +59,7 @@ def write_mp4(
     with atomic_path(path, ".mp4") as tmp, av.open(str(tmp), "w", format="mp4") as container:
         video = container.add_stream("libx264", rate=Fraction(fps))
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.thread_count = 1  # x264's threads split the rate control: one thread makes the bytes reproducible
         sound = None
         if audio is not None and len(audio):
             sound = container.add_stream("aac", rate=sample_rate, layout="mono")
