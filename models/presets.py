@@ -167,7 +167,8 @@ def _demo() -> Preset:
         superres=(SuperResConfig(low_res_grid=(5, 8, 8), codebook_bits=12, factors=2, d_model=128, n_heads=4,
                                  n_blocks=2, mlp_hidden=256, windows=((1, 16, 2), (1, 2, 16), (5, 4, 4)),
                                  text_width=256, steps=8, cfg_text=1.0, cfg_lowres=1.0),),
-        sampling=SamplingConfig(),
+        # greedy with guidance: the evaluator's best (docs/training.md); --temperature 1 for variety
+        sampling=SamplingConfig(temperature=0.0, cfg_scale=3.0),
         weights="weights/demo",
     )
 
