@@ -12,7 +12,8 @@ import numpy as np
 
 from vp.training.stage import read_log
 
-CURVES = {"video_tokenizer": ("mse",), "audio_tokenizer": ("l1", "stft"), "llm": ("video", "audio"),
+CURVES = {"video_tokenizer": ("mse",), "audio_tokenizer": ("l1", "stft"), "video_decoder": ("mse",),
+          "llm": ("video", "audio"),
           "superres": ("loss",)}
 
 
