@@ -25,4 +25,4 @@ def test_t2v_has_the_prompts_colour_and_sound(demo, prompt, colour, shape):
     assert result.frames.shape == (17, 64, 64, 3)
     m = measure(result.frames, result.audio, result.sample_rate)
     assert m.colour == colour
-    assert m.pitch_shape() == shape  # the tone of the prompt's shape
+    assert m.pitch_shape == shape  # the tone of the prompt's shape
