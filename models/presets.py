@@ -42,7 +42,8 @@ from vp.models.superres import PAPER_STAGE1, PAPER_STAGE2, SuperResConfig
 from vp.models.text_encoder import TextEncoderConfig
 from vp.models.video_tokenizer import VideoTokenizerConfig
 from vp.runtime.sampling import SamplingConfig
-from vp.runtime.vocab import SPECIAL_RANGE, ClipGeometry, Vocabulary
+from vp.runtime.layout import ClipGeometry
+from vp.runtime.vocab import SPECIAL_RANGE, Vocabulary
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,7 @@
 """The torch reference generation loop: the oracle the runtime is compared with.
 
 generate(models, task=..., prompt=..., seed=...) runs one sample of any task:
-text encoding, the sequence layout (vp.runtime.vocab), LLM prefill and decode
+text encoding, the sequence layout (vp.runtime.layout), LLM prefill and decode
 with a KV cache, classifier-free guidance, sampling (vp.runtime.sampling, the
 same numpy code the runtime draws with), optional super-resolution
 (vp.runtime.masked_decoding), and decoding to frames and waveform.
@@ -28,7 +28,8 @@ from vp.runtime.conditioning import MediaSpec, fit_audio, frames_from_model, pre
 from vp.runtime.masked_decoding import guided_logits, masked_decode
 from vp.runtime.request import MAX_SEED, check_count, check_media, check_prompt, check_task
 from vp.runtime.sampling import SamplingConfig, cfg_mix, make_rng, sample
-from vp.runtime.vocab import SequenceBuilder, SequenceLayout, Task
+from vp.runtime.layout import SequenceBuilder, SequenceLayout
+from vp.runtime.vocab import Task
 
 
 @dataclass

@@ -10,7 +10,8 @@ from vp.engines.manifest import Manifest
 from vp.runtime.conditioning import MediaSpec
 from vp.runtime.sampling import SamplingConfig
 from vp.runtime.text_tokenizer import TextTokenizer
-from vp.runtime.vocab import ClipGeometry, SequenceBuilder, Vocabulary
+from vp.runtime.layout import ClipGeometry, SequenceBuilder
+from vp.runtime.vocab import Vocabulary
 
 
 @dataclass

@@ -33,7 +33,8 @@ from vp.runtime.masked_decoding import guided_logits, masked_decode
 from vp.runtime.request import MAX_SEED, check_count, check_media, check_prompt, check_task
 from vp.runtime.sampling import SamplingConfig, make_rng
 from vp.runtime.token_generator import Branch, LoopTimings, TokenGenerator
-from vp.runtime.vocab import SequenceLayout, Task
+from vp.runtime.layout import SequenceLayout
+from vp.runtime.vocab import Task
 
 log = logging.getLogger("vp.runtime")
 

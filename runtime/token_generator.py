@@ -26,7 +26,7 @@ import numpy as np
 from vp.runtime.backends.base import LLMBatch, PagedLLM
 from vp.runtime.kv_cache import KVCacheManager, KVStats
 from vp.runtime.sampling import SamplingConfig, cfg_mix, sample
-from vp.runtime.vocab import SequenceLayout
+from vp.runtime.layout import SequenceLayout
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Training recipe of the demo prefix LM (and the text projection that feeds it).
 
-Every example is one task's sequence layout (vp.runtime.vocab, the layouts
+Every example is one task's sequence layout (vp.runtime.layout, the layouts
 the runtime generates with) filled with the true tokens of a clip from the
 token dataset. The loss is next-token cross-entropy on the output positions
 the runtime samples, over the id range each may emit (the sampler draws from
@@ -25,7 +25,8 @@ from torch import nn
 
 from vp.models.prefix_lm import PrefixLM
 from vp.models.text_encoder import TextEncoder
-from vp.runtime.vocab import SPECIAL_RANGE, SequenceBuilder, SequenceLayout, Task
+from vp.runtime.layout import SequenceBuilder, SequenceLayout
+from vp.runtime.vocab import SPECIAL_RANGE, Task
 from vp.training.captions import training_caption
 from vp.training.stage import Schedule, Stage
 from vp.training.tokens import attributes_of

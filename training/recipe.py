@@ -26,7 +26,7 @@ from vp.models.checkpoint import Models, build, shipped_weights
 from vp.models.presets import Preset, get_preset
 from vp.models.video_tokenizer import VideoTokenizer
 from vp.runtime.media import atomic_path
-from vp.runtime.vocab import SequenceBuilder
+from vp.runtime.layout import SequenceBuilder
 from vp.training import audio_tokenizer, llm, superres, tokens, video_decoder, video_tokenizer
 from vp.training.world import World, WorldConfig
 

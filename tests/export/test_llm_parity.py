@@ -13,7 +13,8 @@ from vp.engines.manifest import Manifest
 from vp.models.reference import generate
 from vp.runtime.sampling import SamplingConfig, cfg_mix, make_rng, sample
 from vp.runtime.text_tokenizer import TextTokenizer
-from vp.runtime.vocab import SequenceBuilder, Task
+from vp.runtime.layout import SequenceBuilder
+from vp.runtime.vocab import Task
 
 # fp32 graph vs fp32 torch: the same math, reassociated by the graph optimizer
 LOGITS_ATOL = 1e-4

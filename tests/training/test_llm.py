@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from vp.models.presets import get_preset
-from vp.runtime.vocab import SequenceBuilder, Task
+from vp.runtime.layout import SequenceBuilder
+from vp.runtime.vocab import Task
 from vp.training.llm import TASK_MIX, make_example
 
 
