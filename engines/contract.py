@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+# The paged LLM's tensors and profiles that the runtime and the engine builder address by role;
+# its other inputs are the fields of vp.runtime.backends.base.LLMBatch, by the same names.
+KV_POOL, LOGITS, NEW_KV = "kv_pool", "logits", "new_kv"
+PREFILL, DECODE = "prefill", "decode"
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -49,6 +54,24 @@ class Contract:
     profiles: tuple[Profile, ...]
     doc: str = ""
     notes: tuple[str, ...] = field(default=())
+
+    def input(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise ValueError(f"the {self.component} contract has no input {name!r} "
+                         f"(inputs: {', '.join(s.name for s in self.inputs)})")
+
+    def profile_index(self, name: str) -> int:
+        """The index of profile `name`: engines hold their optimization profiles in the contract's order."""
+        for index, profile in enumerate(self.profiles):
+            if profile.name == name:
+                return index
+        raise ValueError(f"the {self.component} contract has no profile {name!r} "
+                         f"(profiles: {', '.join(p.name for p in self.profiles)})")
+
+    def profile(self, name: str) -> Profile:
+        return self.profiles[self.profile_index(name)]
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """name -> {axis: dim name}, for torch.onnx.export."""

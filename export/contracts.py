@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from vp.engines.contract import Contract, Profile, TensorSpec as T
+from vp.engines.contract import DECODE, KV_POOL, LOGITS, NEW_KV, PREFILL, Contract, Profile, TensorSpec as T
 from vp.models.presets import Preset
 
 # Tokens per KV block: the pool is [num_blocks, BLOCK_SIZE, layers, 2, kv_heads, head_dim].
@@ -31,20 +31,20 @@ def llm_contract(preset: Preset) -> Contract:
               "text embeddings (projected), read where embed_mask is True"),
             T("embed_mask", "bool", ("batch", "tokens"), "True at text slots"),
             T("position_ids", "int64", ("batch", "tokens"), "absolute positions: context_lens + 0..T-1"),
-            T("kv_pool", "float", pool, "the runtime's KV pool; K is stored after rotary"),
+            T(KV_POOL, "float", pool, "the runtime's KV pool; K is stored after rotary"),
             T("block_table", "int64", ("batch", "max_blocks"), "pool block of each logical block"),
             T("context_lens", "int64", ("batch",), "tokens already cached per sequence"),
             T("prefix_lens", "int64", ("batch",), "bidirectional prefix length per sequence"),
         ),
         outputs=(
-            T("logits", "float32", ("batch", c.vocab_size), "logits of the last new position"),
-            T("new_kv", "float", ("batch", "tokens", c.n_layers, 2, c.n_kv_heads, c.head_dim),
+            T(LOGITS, "float32", ("batch", c.vocab_size), "logits of the last new position"),
+            T(NEW_KV, "float", ("batch", "tokens", c.n_layers, 2, c.n_kv_heads, c.head_dim),
               "K and V of the new positions, for the runtime to commit into the pool"),
         ),
         profiles=(
-            Profile("prefill", {"batch": (1, 1, 2), "tokens": (1, 128, c.max_seq_len),
+            Profile(PREFILL, {"batch": (1, 1, 2), "tokens": (1, 128, c.max_seq_len),
                                 "num_blocks": blocks, "max_blocks": (1, max_blocks // 4 or 1, max_blocks)}),
-            Profile("decode", {"batch": (1, 2, MAX_BATCH), "tokens": (1, 1, 1),
+            Profile(DECODE, {"batch": (1, 2, MAX_BATCH), "tokens": (1, 1, 1),
                                "num_blocks": blocks, "max_blocks": (1, max_blocks // 2 or 1, max_blocks)}),
         ),
         notes=(f"block_size = {BLOCK_SIZE}",),

@@ -4,7 +4,7 @@ generate(models, task=..., prompt=..., seed=...) runs one sample of any task:
 text encoding, the sequence layout (vp.runtime.layout), LLM prefill and decode
 with a KV cache, classifier-free guidance, sampling (vp.runtime.sampling, the
 same numpy code the runtime draws with), optional super-resolution
-(vp.runtime.masked_decoding), and decoding to frames and waveform.
+(vp.runtime.superres), and decoding to frames and waveform.
 
 Media inputs are arrays: image [H, W, 3] uint8, video [T, H, W, 3] uint8
 (T = 1 + 4k frames), audio [N] float in [-1, 1] at the preset's sample rate,
@@ -17,7 +17,6 @@ import dataclasses
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,25 +24,12 @@ import torch
 from vp.models.checkpoint import Models
 from vp.models.prefix_lm import KVCache
 from vp.runtime.conditioning import MediaSpec, fit_audio, frames_from_model, prepare_media, video_to_model
-from vp.runtime.masked_decoding import guided_logits, masked_decode
+from vp.runtime.layout import SequenceBuilder
 from vp.runtime.request import MAX_SEED, check_count, check_media, check_prompt, check_task
+from vp.runtime.result import GenerationResult, Sample
 from vp.runtime.sampling import SamplingConfig, cfg_mix, make_rng, sample
-from vp.runtime.layout import SequenceBuilder, SequenceLayout
+from vp.runtime.superres import SuperResStage, check_superres, check_upscale_input, super_resolve
 from vp.runtime.vocab import Task
-
-
-@dataclass
-class GenerationResult:
-    """tokens: [output_len] int64, the whole output block (forced ids included).
-    frames: [T, H, W, 3] uint8 (empty [0, H, W, 3] for video-to-audio).
-    audio: [N] float32 in [-1, 1] (empty when the task generates no audio).
-    """
-
-    layout: SequenceLayout
-    tokens: np.ndarray
-    frames: np.ndarray
-    audio: np.ndarray
-    sample_rate: int
 
 
 def generate(
@@ -101,8 +87,8 @@ def generate(
         frames = _frames(models, vcodes)
     with clock("audio_decoder"):
         audio = _waveform(models, acodes)
-    return GenerationResult(layout=layout, tokens=tokens, frames=frames, audio=audio,
-                            sample_rate=preset.audio_tokenizer.sample_rate)
+    return GenerationResult(layout=layout, samples=[Sample(tokens=tokens, frames=frames, audio=audio)],
+                            sample_rate=preset.audio_tokenizer.sample_rate, fps=preset.clip.fps)
 
 
 @torch.no_grad()
@@ -119,9 +105,8 @@ def upscale(models: Models, video: np.ndarray, *, prompt: str = "", seed: int = 
     preset = models.preset
     _check_superres(preset, Task.TEXT_TO_VIDEO, portrait=False)
     codes = models.video_tokenizer.encode(torch.from_numpy(video_to_model(video)))[0].numpy()
-    if codes.shape != preset.superres[0].low_res_grid:
-        raise ValueError(f"upscale: a clip of {preset.clip.frames}x{preset.clip.height}x{preset.clip.width} "
-                         f"(frames x H x W) is needed, got {'x'.join(map(str, video.shape[:3]))}")
+    c = preset.clip
+    check_upscale_input(video, codes, _stages(models.preset), (c.frames, c.height, c.width))
     text = models.text_encoder.encode([prompt]) if prompt else None
     return _frames(models, _super_resolve(models, codes, text, make_rng(seed)))
 
@@ -144,12 +129,13 @@ class _Clock:
             self.timings.setdefault("decode_step_ends", []).append(time.perf_counter())
 
 
+def _stages(preset) -> list[SuperResStage]:
+    return [SuperResStage.from_config(dataclasses.asdict(config)) for config in preset.superres]
+
+
 def _check_superres(preset, task: Task, portrait: bool) -> None:
-    if not preset.superres:
-        raise ValueError(f"preset {preset.name} has no super-resolution stage")
     grid = preset.geometry.portrait_grid if portrait else preset.geometry.video_grid
-    if task in {Task.TEXT_TO_IMAGE, Task.VIDEO_TO_AUDIO} or grid != preset.superres[0].low_res_grid:
-        raise ValueError(f"super-resolution works on whole clips of latent grid {preset.superres[0].low_res_grid}")
+    check_superres(_stages(preset), task, grid, f"preset {preset.name}")
 
 
 def _uses_text(task: Task) -> bool:
@@ -223,28 +209,12 @@ def _conditioning(models: Models, task: Task, image, video, audio, mask):
 @torch.no_grad()
 def _super_resolve(models: Models, codes: np.ndarray, text, rng: np.random.Generator) -> np.ndarray:
     """Low-res codes [t, h, w] -> codes [t, 2^s h, 2^s w] through every SR stage."""
-    width = models.preset.llm.d_model
-    if text is None:
-        embeds, tmask = torch.zeros(1, 1, width), torch.zeros(1, 1, dtype=torch.bool)
-    else:
-        embeds, tmask = text.embeddings, text.mask
-    for stage in models.superres:
-        cfg = stage.config
-        low = torch.from_numpy(codes.reshape(1, -1))
-        null_low = torch.full_like(low, 2**cfg.codebook_bits)
-        no_text = torch.zeros_like(tmask)
 
-        def logits_fn(tokens: np.ndarray, stage=stage, low=low, null_low=null_low) -> np.ndarray:
-            t = torch.from_numpy(tokens)
-            full = stage(t, low, embeds, tmask).numpy()
-            nt = stage(t, low, embeds, no_text).numpy() if cfg.cfg_text != 1.0 else None
-            nl = stage(t, null_low, embeds, tmask).numpy() if cfg.cfg_lowres != 1.0 else None
-            return guided_logits(full, nt, nl, cfg_text=cfg.cfg_text, cfg_lowres=cfg.cfg_lowres)
+    def run_stage(index: int, *inputs: np.ndarray) -> np.ndarray:
+        return models.superres[index](*(torch.from_numpy(x) for x in inputs)).numpy()
 
-        sub = masked_decode(logits_fn, num_tokens=int(np.prod(cfg.high_res_grid)), factors=cfg.factors,
-                            classes=2 ** (cfg.codebook_bits // cfg.factors), steps=cfg.steps, rng=rng)
-        codes = sub.reshape(cfg.high_res_grid)
-    return codes
+    text = None if text is None else (text.embeddings.numpy(), text.mask.numpy())
+    return super_resolve(codes, _stages(models.preset), text, rng, run_stage)
 
 
 @torch.no_grad()

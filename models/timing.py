@@ -15,12 +15,11 @@ import torch
 
 from vp.models.checkpoint import load
 from vp.models.reference import generate
+from vp.runtime.latency import summarize
 
 
 def torch_timings(manifest, task, prompt: str, config, vp_run: dict) -> dict:
     """{"stages": {stage: stat}, "ratio": {stage: torch ms / vp ms}} for batch 1."""
-    from vp.runtime.bench import _stat
-
     threads = int(os.environ.get("VP_THREADS", 0)) or os.cpu_count()
     torch.set_num_threads(threads)
     models = load(manifest.preset["name"], manifest.weights)
@@ -33,14 +32,14 @@ def torch_timings(manifest, task, prompt: str, config, vp_run: dict) -> dict:
         if i >= config.warmup:
             runs.append(timings)
     stages = {
-        "prefill (TTFT)": _stat([r["llm_prefill"] for r in runs]),
-        "decode step (TPOT)": _stat(np.concatenate([np.diff(r["decode_step_ends"]) * 1e3 for r in runs])),
-        "end to end": _stat([r["total"] for r in runs]),
+        "prefill (TTFT)": summarize([r["llm_prefill"] for r in runs]),
+        "decode step (TPOT)": summarize(np.concatenate([np.diff(r["decode_step_ends"]) * 1e3 for r in runs])),
+        "end to end": summarize([r["total"] for r in runs]),
     }
     if prompt:
-        stages["text encoder"] = _stat([r["text_encoder"] for r in runs])
+        stages["text encoder"] = summarize([r["text_encoder"] for r in runs])
     if vp_run["audio_decoder"] is not None:
-        stages["audio decoder"] = _stat([r["audio_decoder"] for r in runs])
+        stages["audio decoder"] = summarize([r["audio_decoder"] for r in runs])
     vp_stages = {"prefill (TTFT)": vp_run["prefill"], "decode step (TPOT)": vp_run["decode"],
                  "end to end": vp_run["end_to_end"], "text encoder": vp_run["text_encoder"],
                  "audio decoder": vp_run["audio_decoder"]}

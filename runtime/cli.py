@@ -285,7 +285,8 @@ def bench(bundle, backend, compare, task, batch, prompt_len, warmup, iters, seed
     KV waste, runtime overhead and the memory-bandwidth floor."""
     import json
 
-    from vp.runtime.bench import BenchConfig, format_table, run_bench
+    from vp.runtime.bench import BenchConfig, run_bench
+    from vp.runtime.bench_report import format_table
     from vp.runtime.media import atomic_path
 
     config = BenchConfig(bundle=str(bundle), backend=backend, task=task, batch=batch, prompt_len=prompt_len,

@@ -20,18 +20,20 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from vp.engines.contract import DECODE, KV_POOL, PREFILL
 from vp.runtime.backends import open_backend
 from vp.runtime.bundle import Bundle
 from vp.runtime.conditioning import fit_audio, frames_from_model, prepare_media, video_to_model
 from vp.runtime.kv_cache import KVCacheManager, KVStats
-from vp.runtime.masked_decoding import guided_logits, masked_decode
 from vp.runtime.request import MAX_SEED, check_count, check_media, check_prompt, check_task
+from vp.runtime.result import FrameChunk, GenerationResult, Sample
 from vp.runtime.sampling import SamplingConfig, make_rng
+from vp.runtime.superres import SuperResStage, check_superres, check_upscale_input, super_resolve
 from vp.runtime.token_generator import Branch, LoopTimings, TokenGenerator
 from vp.runtime.layout import SequenceLayout
 from vp.runtime.vocab import Task
@@ -39,48 +41,6 @@ from vp.runtime.vocab import Task
 log = logging.getLogger("vp.runtime")
 
 _TEXT_TASKS = frozenset(Task) - {Task.UNCONDITIONAL, Task.VIDEO_TO_AUDIO}
-
-
-@dataclass
-class Sample:
-    """tokens: [output_len] int64; frames: [T, H, W, 3] uint8; audio: [N] float32 (empty without audio)."""
-
-    tokens: np.ndarray
-    frames: np.ndarray
-    audio: np.ndarray
-
-
-@dataclass
-class GenerationResult:
-    """The first sample's tokens, frames and audio, all samples, per-stage timings (ms) and KV statistics."""
-
-    layout: SequenceLayout
-    samples: list[Sample]
-    sample_rate: int
-    fps: int
-    timings: dict[str, float] = field(default_factory=dict)
-    kv_stats: KVStats | None = None
-    loop: LoopTimings | None = None  # per-step times of the LLM loop (vp bench)
-
-    @property
-    def tokens(self) -> np.ndarray:
-        return self.samples[0].tokens
-
-    @property
-    def frames(self) -> np.ndarray:
-        return self.samples[0].frames
-
-    @property
-    def audio(self) -> np.ndarray:
-        return self.samples[0].audio
-
-
-@dataclass
-class FrameChunk:
-    """Frames [n, H, W, 3] uint8 that latent frame `latent_frame` completes (1 for the first, 4 after)."""
-
-    latent_frame: int
-    frames: np.ndarray
 
 
 class Pipeline:
@@ -107,10 +67,11 @@ class Pipeline:
         if "llm" not in bundle.manifest.components:
             raise ValueError(f"bundle {bundle.path} has no llm graph; export it with vp-export (all components)")
         llm = bundle.manifest.components["llm"].contract
-        self.block_size = next(s for s in llm.inputs if s.name == "kv_pool").shape[1]
-        prefill, decode = llm.profiles
-        self._batches = (decode.dims["batch"][2], prefill.dims["batch"][2])
+        self.block_size = llm.input(KV_POOL).shape[1]
+        self._batches = (llm.profile(DECODE).dims["batch"][2], llm.profile(PREFILL).dims["batch"][2])
         self.d_model = bundle.manifest.preset["llm"]["d_model"]
+        configs = bundle.manifest.preset.get("superres", ())
+        self._superres = [SuperResStage.from_config(c) for c in configs][:len(bundle.superres_stages)]
 
     @classmethod
     def load(cls, bundle: str | Path, backend: str = "auto", verify: bool = True,
@@ -226,7 +187,7 @@ class Pipeline:
                 if len(codes) % per_frame == 0:
                     t = len(codes) // per_frame
                     grid = (t, *layout.video_grid[1:])
-                    frames = self._decode_video(np.array(codes).reshape(grid))
+                    frames = self.decode_video(np.array(codes).reshape(grid))
                     yield FrameChunk(latent_frame=t - 1, frames=frames[done:])
                     done = len(frames)
 
@@ -235,21 +196,46 @@ class Pipeline:
         tokenizer, encode then decode: what the tokens keep of it."""
         _check_video(video, self.bundle)
         (codes,) = self.session("video_encoder").run(video=video_to_model(video))
-        return self._decode_video(codes[0])
+        return self.decode_video(codes[0])
 
     def upscale(self, video: np.ndarray, *, prompt: str = "", seed: int = 0) -> np.ndarray:
         """A clip of the bundle's clip size (video [T, H, W, 3] uint8) through the super-resolution
         stages: frames at their output size. The prompt, if given, conditions them as in generation."""
         self._check_superres(Task.TEXT_TO_VIDEO, portrait=False)
         _check_video(video, self.bundle)
-        low = tuple(self.bundle.manifest.preset["superres"][0]["low_res_grid"])
         (codes,) = self.session("video_encoder").run(video=video_to_model(video))
-        if codes.shape[1:] != low:
-            c = self.bundle.manifest.clip
-            raise ValueError(f"upscale: a clip of {c['frames']}x{c['height']}x{c['width']} (frames x H x W) is "
-                             f"needed, got {'x'.join(map(str, video.shape[:3]))}")
+        c = self.bundle.manifest.clip
+        check_upscale_input(video, codes[0], self._superres, (c["frames"], c["height"], c["width"]))
+        return self.decode_video(self.super_resolve(codes[0], prompt=prompt, seed=seed))
+
+    def super_resolve(self, codes: np.ndarray, *, prompt: str = "", seed: int = 0) -> np.ndarray:
+        """Low-res video codes [t, h, w] of a whole clip -> the codes [t, 2^s h, 2^s w] of the s
+        super-resolution stages; the prompt, if given, conditions them."""
+        self._check_superres(Task.TEXT_TO_VIDEO, portrait=False)
         text = self._encode_text(prompt) if prompt else None
-        return self._decode_video(self._super_resolve(codes[0], text, make_rng(seed)))
+        return self._super_resolve(codes, text, make_rng(seed))
+
+    def decode_video(self, codes: np.ndarray) -> np.ndarray:
+        """Video codes [t, h, w] int (t latent frames) -> frames [1 + 4(t - 1), H, W, 3] uint8."""
+        codes = np.asarray(codes)
+        if codes.ndim != 3 or not np.issubdtype(codes.dtype, np.integer):
+            raise ValueError(f"video codes: expected [t, h, w] integers, got {codes.dtype} {codes.shape}")
+        (video,) = self.session("video_decoder").run(codes=codes[None])
+        return frames_from_model(video[0])
+
+    @property
+    def kv_block_bytes(self) -> int:
+        """Bytes of one KV block (block_size tokens of every layer's K and V)."""
+        llm = self.bundle.manifest.components["llm"]
+        pool = llm.contract.input(KV_POOL)
+        return math.prod(pool.shape[1:]) * (2 if llm.precision == "fp16" else 4)
+
+    @property
+    def kv_pool_bytes(self) -> int:
+        """Bytes of the KV pool as it stands (0 before the first generation; it grows to the
+        largest request's need)."""
+        with self._lock:
+            return 0 if self._llm is None else self._llm.pool_bytes
 
     def _encode_text(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
         """The text encoder's embeddings [1, L, width] and mask [1, L] of `prompt`."""
@@ -314,8 +300,7 @@ class Pipeline:
         or half of this machine's memory; the message says what it would need."""
         blocks = TokenGenerator.blocks_needed(layouts, num_samples, self.block_size)
         llm = self.bundle.manifest.components["llm"]
-        pool = next(s for s in llm.contract.inputs if s.name == "kv_pool")
-        block_bytes = math.prod(pool.shape[1:]) * (2 if llm.precision == "fp16" else 4)
+        block_bytes = self.kv_block_bytes
         limit = min(p.dims["num_blocks"][2] for p in llm.contract.profiles)
         memory = _physical_memory()
         need = f"{num_samples} sample(s) need {blocks} KV blocks ({blocks * block_bytes / 1e9:.2f} GB)"
@@ -327,13 +312,8 @@ class Pipeline:
             raise ValueError(f"{need}, more than half of this machine's {memory / 1e9:.1f} GB: lower num_samples")
 
     def _check_superres(self, task: Task, portrait: bool) -> None:
-        stages = self.bundle.superres_stages
-        if not stages:
-            raise ValueError(f"bundle {self.bundle.path} has no super-resolution stage")
-        low = tuple(self.bundle.manifest.preset["superres"][0]["low_res_grid"])
         grid = self.bundle.geometry.portrait_grid if portrait else self.bundle.geometry.video_grid
-        if task in {Task.TEXT_TO_IMAGE, Task.VIDEO_TO_AUDIO} or grid != low:
-            raise ValueError(f"super-resolution works on whole clips of latent grid {low}")
+        check_superres(self._superres, task, grid, f"bundle {self.bundle.path}")
 
     def _conditioning(self, task: Task, image, video, audio, mask):
         video, wave = prepare_media(task, self.bundle.media, image=image, video=video, audio=audio, mask=mask)
@@ -429,7 +409,7 @@ class Pipeline:
             if vcodes is None:
                 frames = np.zeros((0, *b.frame_size, 3), np.uint8)
             else:
-                frames = self._decode_video(vcodes)
+                frames = self.decode_video(vcodes)
                 timings["video_decoder"] = timings.get("video_decoder", 0.0) + _ms(tick)
             tick = time.perf_counter()
             wave = np.zeros(0, np.float32)
@@ -443,44 +423,14 @@ class Pipeline:
         return GenerationResult(layout=run.layout, samples=samples, sample_rate=b.media.sample_rate,
                                 fps=b.media.fps, timings=timings, kv_stats=run.kv_stats, loop=run.loop)
 
-    def _decode_video(self, codes: np.ndarray) -> np.ndarray:
-        (video,) = self.session("video_decoder").run(codes=codes[None])
-        return frames_from_model(video[0])
-
     def _super_resolve(self, codes: np.ndarray, text, rng: np.random.Generator) -> np.ndarray:
         """Low-res codes [t, h, w] -> [t, 2^s h, 2^s w]; CFG branches batched in one call per step."""
-        if text is None:
-            width = self.d_model
-            embeds, tmask = np.zeros((1, 1, width), np.float32), np.zeros((1, 1), bool)
-        else:
-            embeds, tmask = text
-        for stage, config in zip(self.bundle.superres_stages, self.bundle.manifest.preset["superres"]):
-            session = self.session(stage)
-            bits, factors = config["codebook_bits"], config["factors"]
-            ct, cl = config["cfg_text"], config["cfg_lowres"]
-            low = codes.reshape(1, -1)
-            null_low = np.full_like(low, 2**bits)
-            branches = [(low, tmask)]
-            if ct != 1.0:
-                branches.append((low, np.zeros_like(tmask)))
-            if cl != 1.0:
-                branches.append((null_low, tmask))
-            lows = np.concatenate([b[0] for b in branches])
-            masks = np.concatenate([b[1] for b in branches])
-            texts = np.repeat(embeds, len(branches), axis=0)
 
-            def logits_fn(tokens, session=session, lows=lows, masks=masks, texts=texts, ct=ct, cl=cl):
-                (logits,) = session.run(tokens=np.repeat(tokens, len(lows), axis=0), low_res=lows, text=texts,
-                                        text_mask=masks)
-                nt = logits[1:2] if ct != 1.0 else None
-                nl = logits[-1:] if cl != 1.0 else None
-                return guided_logits(logits[:1], nt, nl, cfg_text=ct, cfg_lowres=cl)
+        def run_stage(index, tokens, low_res, text, text_mask):
+            session = self.session(self.bundle.superres_stages[index])
+            return session.run(tokens=tokens, low_res=low_res, text=text, text_mask=text_mask)[0]
 
-            high = tuple(config["low_res_grid"][:1]) + tuple(2 * d for d in config["low_res_grid"][1:])
-            sub = masked_decode(logits_fn, num_tokens=math.prod(high), factors=factors,
-                                classes=2 ** (bits // factors), steps=config["steps"], rng=rng)
-            codes = sub.reshape(high)
-        return codes
+        return super_resolve(codes, self._superres, text, rng, run_stage)
 
 
 _GENERATE_DEFAULTS = dict(task=Task.TEXT_TO_VIDEO, prompt="", image=None, video=None, audio=None, mask=None, seed=0,

@@ -12,11 +12,11 @@ round trip.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-from vp.engines.contract import Contract
+from vp.engines.contract import DECODE, KV_POOL, PREFILL, Contract
 
 _NUMPY = {"int64": np.int64, "bool": np.bool_, "float32": np.float32}
 
@@ -56,7 +56,9 @@ class Session(ABC):
 class LLMBatch:
     """The LLM inputs of one call over B sequences with T new tokens each (see docs/engine-contract.md).
 
-    slots: [B, T] int64, the pool slot (block * block_size + offset) of each new token.
+    Every field but `slots` is the contract input of the same name (the KV pool is the
+    backend's own); slots: [B, T] int64, the pool slot (block * block_size + offset) of each
+    new token, where forward() commits its K/V.
     """
 
     input_ids: np.ndarray
@@ -68,6 +70,10 @@ class LLMBatch:
     prefix_lens: np.ndarray
     slots: np.ndarray
 
+    def feeds(self) -> dict[str, np.ndarray]:
+        """The engine inputs by contract name (all but the pool), contiguous."""
+        return {f.name: np.ascontiguousarray(getattr(self, f.name)) for f in fields(self) if f.name != "slots"}
+
 
 class PagedLLM(ABC):
     """The LLM with its KV pool [num_blocks, block_size, layers, 2, kv_heads, head_dim].
@@ -78,9 +84,17 @@ class PagedLLM(ABC):
     """
 
     def __init__(self, contract: Contract, precision: str, num_blocks: int):
+        batch_inputs = {f.name for f in fields(LLMBatch)} - {"slots"}
+        graph_inputs = {s.name for s in contract.inputs} - {KV_POOL}
+        if batch_inputs != graph_inputs:
+            raise ValueError(f"the llm contract's inputs {sorted(graph_inputs)} are not the runtime's "
+                             f"{sorted(batch_inputs)} (a bundle of another vp version?); re-export the bundle")
         self.contract = contract
         self.precision = precision
-        pool = next(s for s in contract.inputs if s.name == "kv_pool")
+        self.prefill_profile = contract.profile_index(PREFILL)
+        self.decode_profile = contract.profile_index(DECODE)
+        self.decode_batch = contract.profiles[self.decode_profile].dims["batch"][2]
+        pool = contract.input(KV_POOL)
         self.block_shape = tuple(pool.shape[1:])  # (block_size, layers, 2, kv_heads, head_dim)
         self.num_blocks = num_blocks
         self.dtype = numpy_dtype("float", precision)
@@ -102,9 +116,10 @@ class PagedLLM(ABC):
 
 
 class Backend(ABC):
-    """Opens the components of one bundle."""
+    """Opens the components of one bundle. on_gpu: whether its graphs compute in GPU memory."""
 
     name: str
+    on_gpu: bool
 
     @abstractmethod
     def session(self, component: str) -> Session: ...

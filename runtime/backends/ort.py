@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vp.engines.contract import KV_POOL, LOGITS, NEW_KV
 from vp.engines.manifest import Manifest
 from vp.runtime.backends.base import Backend, LLMBatch, PagedLLM, Session
 
@@ -82,12 +83,10 @@ class OrtPagedLLM(PagedLLM):
         self._slots = self.pool.reshape(-1, *self.block_shape[1:])  # (num_blocks * block_size, L, 2, KVH, hd)
 
     def forward(self, batch: LLMBatch) -> np.ndarray:
-        feeds = {
-            "input_ids": batch.input_ids, "input_embeds": batch.input_embeds.astype(self.dtype, copy=False),
-            "embed_mask": batch.embed_mask, "position_ids": batch.position_ids, "kv_pool": self.pool,
-            "block_table": batch.block_table, "context_lens": batch.context_lens, "prefix_lens": batch.prefix_lens,
-        }
-        logits, new_kv = self._session.run(["logits", "new_kv"], feeds)
+        feeds = batch.feeds()
+        feeds["input_embeds"] = feeds["input_embeds"].astype(self.dtype, copy=False)
+        feeds[KV_POOL] = self.pool
+        logits, new_kv = self._session.run([LOGITS, NEW_KV], feeds)
         self._slots[batch.slots.reshape(-1)] = new_kv.reshape(-1, *new_kv.shape[2:])
         return logits
 
@@ -115,12 +114,13 @@ class OrtCudaPagedLLM(PagedLLM):
         from vp.runtime.backends.cuda import check, commit_slots
 
         binding = self._session.io_binding()
-        for name in ("input_ids", "embed_mask", "position_ids", "block_table", "context_lens", "prefix_lens"):
-            binding.bind_cpu_input(name, np.ascontiguousarray(getattr(batch, name)))
-        binding.bind_cpu_input("input_embeds", batch.input_embeds.astype(self.dtype))
-        binding.bind_ortvalue_input("kv_pool", self.pool)
-        binding.bind_output("logits", "cpu")
-        binding.bind_output("new_kv", "cuda")
+        feeds = batch.feeds()
+        feeds["input_embeds"] = feeds["input_embeds"].astype(self.dtype)
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, array)
+        binding.bind_ortvalue_input(KV_POOL, self.pool)
+        binding.bind_output(LOGITS, "cpu")
+        binding.bind_output(NEW_KV, "cuda")
         self._session.run_with_iobinding(binding)
         logits, new_kv = binding.get_outputs()
         commit_slots(self._cudart, self.pool.data_ptr(), new_kv.data_ptr(), batch.slots.reshape(-1),
@@ -144,6 +144,7 @@ class OrtBackend(Backend):
         self.bundle = bundle
         self.manifest = manifest
         self.threads = threads or int(os.environ.get("VP_THREADS", 0)) or None
+        self.on_gpu = providers()[0] == "CUDAExecutionProvider"
 
     def _path(self, component: str) -> tuple[Path, object, str]:
         record = self.manifest.components.get(component)
@@ -156,5 +157,4 @@ class OrtBackend(Backend):
         return OrtSession(*self._path(component), self.threads)
 
     def paged_llm(self, num_blocks: int) -> PagedLLM:
-        on_gpu = providers()[0] == "CUDAExecutionProvider"
-        return (OrtCudaPagedLLM if on_gpu else OrtPagedLLM)(*self._path("llm"), num_blocks, self.threads)
+        return (OrtCudaPagedLLM if self.on_gpu else OrtPagedLLM)(*self._path("llm"), num_blocks, self.threads)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vp.engines.builder import import_tensorrt
+from vp.engines.contract import KV_POOL, LOGITS, NEW_KV
 from vp.engines.manifest import Manifest
 from vp.runtime.backends.base import Backend, LLMBatch, PagedLLM, Session, numpy_dtype
 from vp.runtime.backends.cuda import check, commit_slots, gpu_compute_capability, load_cudart
@@ -136,10 +137,13 @@ class TrtSession(Session):
     def __init__(self, path: Path, contract, precision: str, flavour: str):
         super().__init__(contract, precision)
         self._engine = _Engine(path, flavour)
+        if len(contract.profiles) != 1:
+            raise ValueError(f"{contract.component}: a session runs single-profile engines, this one has "
+                             f"{len(contract.profiles)} (the LLM runs as a PagedLLM)")
         self._outputs = {s.name: numpy_dtype(s.dtype, precision) for s in contract.outputs}
 
     def _run(self, feeds):
-        on_device = self._engine.execute(0, feeds, {}, self._outputs)
+        on_device = self._engine.execute(0, feeds, {}, self._outputs)  # its one profile
         host = {}
         for name, (pointer, shape, dtype) in on_device.items():
             host[name] = np.empty(shape, dtype)
@@ -152,7 +156,7 @@ class TrtSession(Session):
 
 
 class TrtPagedLLM(PagedLLM):
-    """Profile 0 = prefill, 1 = decode (the contract's order)."""
+    """Decode calls (one new token per sequence) run in the decode profile's context, the rest in prefill's."""
 
     def __init__(self, path: Path, contract, precision: str, num_blocks: int, flavour: str):
         super().__init__(contract, precision, num_blocks)
@@ -165,25 +169,19 @@ class TrtPagedLLM(PagedLLM):
             self.close()
             raise ValueError(f"cannot allocate a KV pool of {self.pool_bytes / 1e6:.0f} MB on the GPU ({error})") from None
         self._slot_bytes = int(np.prod(self.block_shape[1:])) * np.dtype(self.dtype).itemsize
-        self._outputs = {"logits": np.float32, "new_kv": self.dtype}
-        decode = contract.profiles[1]
-        self._decode_batch = decode.dims["batch"][2]
+        self._outputs = {s.name: numpy_dtype(s.dtype, precision) for s in contract.outputs}
 
     def forward(self, batch: LLMBatch) -> np.ndarray:
         B, T = batch.input_ids.shape
-        profile = 1 if T == 1 and B <= self._decode_batch else 0
-        feeds = {
-            "input_ids": batch.input_ids, "input_embeds": batch.input_embeds.astype(self.dtype),
-            "embed_mask": batch.embed_mask, "position_ids": batch.position_ids, "block_table": batch.block_table,
-            "context_lens": batch.context_lens, "prefix_lens": batch.prefix_lens,
-        }
+        profile = self.decode_profile if T == 1 and B <= self.decode_batch else self.prefill_profile
+        feeds = batch.feeds()
+        feeds["input_embeds"] = feeds["input_embeds"].astype(self.dtype)
         pool = (self._pool, (self.num_blocks, *self.block_shape))
-        out = self._engine.execute(profile, {k: np.ascontiguousarray(v) for k, v in feeds.items()},
-                                   {"kv_pool": pool}, self._outputs)
-        logits_ptr, shape, _ = out["logits"]
+        out = self._engine.execute(profile, feeds, {KV_POOL: pool}, self._outputs)
+        logits_ptr, shape, _ = out[LOGITS]
         logits = np.empty(shape, np.float32)
         self._engine.download(logits, logits_ptr)
-        commit_slots(self._engine.cudart, self._pool, out["new_kv"][0], batch.slots.reshape(-1), self._slot_bytes,
+        commit_slots(self._engine.cudart, self._pool, out[NEW_KV][0], batch.slots.reshape(-1), self._slot_bytes,
                      self._engine.stream)
         self._engine.synchronize()
         return logits
@@ -203,6 +201,7 @@ class TrtPagedLLM(PagedLLM):
 
 class TrtBackend(Backend):
     name = "trt"
+    on_gpu = True
 
     def __init__(self, bundle: Path, manifest: Manifest):
         self.bundle = bundle

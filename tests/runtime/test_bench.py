@@ -6,8 +6,9 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from vp.runtime.bench import SCHEMA, kv_bytes, llm_weight_bytes, memory_bandwidth_gbs
+from vp.runtime.bench_report import SCHEMA
 from vp.runtime.cli import main
+from vp.runtime.memory_floor import host_bandwidth_gbs, kv_bytes, llm_weight_bytes
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +33,31 @@ def test_figures_hang_together(report):
     assert 0 < run["decode"]["median_ms"] <= run["decode"]["p90_ms"] <= run["decode"]["p99_ms"]
     assert run["end_to_end"]["median_ms"] > run["prefill"]["median_ms"] + run["decode"]["median_ms"] * 700
     assert 0 <= run["overhead_share"] < 1 and 0 <= run["kv"]["waste"] < 0.1
-    assert run["floor"]["ratio"] == pytest.approx(run["decode"]["median_ms"] / run["floor"]["floor_ms"])
+    assert run["floor"]["device"] == "host" and report["memory"]["gpu"] is None  # ONNX Runtime on the CPU
+    assert run["floor"]["bandwidth_gbs"] == report["machine"]["memory_bandwidth_gbs"]
     assert run["time_to_first_frame_ms"] < run["end_to_end"]["median_ms"]
     assert report["sharing"]["saved_blocks"] >= 3  # 4 samples of one prompt share their full prefix block
 
 
-def test_floor_arithmetic():
-    llm = dict(vocab_size=1000, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_hidden=128)
-    per_layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64
-    assert llm_weight_bytes(llm, 4) == (1000 * 64 + 2 * per_layer + 64) * 4
-    assert kv_bytes(llm, 100, 2, 2) == 2 * 100 * 2 * 2 * 2 * 16 * 2
-    assert memory_bandwidth_gbs(megabytes=8, repeats=2) > 0.1
+def test_floor_bytes_are_what_the_graph_and_the_pool_hold(tiny_bundle):
+    """The weight bytes a decode step reads are the LLM graph's initializers (within 1%: norms and
+    rotary tables aside); the K/V bytes of a full pool are the pool's bytes."""
+    import onnx
+    from onnx import numpy_helper
+
+    from vp.runtime.bundle import Bundle
+    from vp.runtime.pipeline import Pipeline
+
+    bundle = Bundle.open(tiny_bundle)
+    llm = bundle.manifest.preset["llm"]
+    graph = onnx.load(str(bundle.manifest.onnx_path(bundle.path, "llm")))
+    initializers = sum(numpy_helper.to_array(t).nbytes for t in graph.graph.initializer)
+    assert llm_weight_bytes(llm, 4) == pytest.approx(initializers, rel=0.01)
+    with Pipeline.load(tiny_bundle, backend="ort") as pipeline:
+        pipeline.generate(task="t2i", prompt="a fox", seed=0)
+        tokens = pipeline.kv_pool_bytes // pipeline.kv_block_bytes * pipeline.block_size
+        assert kv_bytes(llm, tokens, 1, 4) == pipeline.kv_pool_bytes
+    assert host_bandwidth_gbs(megabytes=8, repeats=2) > 0.1
 
 
 def test_bad_options(tiny_bundle):

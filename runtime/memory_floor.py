@@ -1,0 +1,87 @@
+"""The memory-bandwidth floor of a decode step, and the bandwidth it is measured against.
+
+A decode step must read the LLM weights once and the K/V of every sequence's
+context; at the memory bandwidth of the device the backend computes on (the
+host's for ONNX Runtime on a CPU, the GPU's for TensorRT and ONNX Runtime's CUDA
+provider), that takes bytes / bandwidth, whatever the code does.
+
+Both probes time a large copy (read + write) and run outside this process's
+memory figures: the host probe in a child process (its buffers never count in
+vp bench's peak RSS), the GPU probe in device memory it frees before returning.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def host_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
+    """Host memory bandwidth (read + write) of a large numpy copy, best of `repeats`, GB/s."""
+    code = (
+        "import time, numpy as np\n"
+        f"src = np.ones({megabytes} * 2**20 // 8); dst = np.empty_like(src); best = float('inf')\n"
+        f"for _ in range({repeats}):\n"
+        "    start = time.perf_counter(); np.copyto(dst, src); best = min(best, time.perf_counter() - start)\n"
+        "print(2 * src.nbytes / best / 1e9)\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise ValueError(f"the memory bandwidth probe failed: {error}") from None
+    return float(done.stdout)
+
+
+def gpu_bandwidth_gbs(megabytes: int = 512, repeats: int = 10) -> float:
+    """Device memory bandwidth (read + write) of a device-to-device copy on GPU 0, best of
+    `repeats` timed with CUDA events, GB/s. Needs cuda-python and a GPU."""
+    from vp.runtime.backends.cuda import check, load_cudart
+
+    cudart = load_cudart()
+    nbytes = megabytes * 2**20
+    src = dst = start = end = None
+    try:
+        src, dst = check(cudart.cudaMalloc(nbytes)), check(cudart.cudaMalloc(nbytes))
+        start, end = check(cudart.cudaEventCreate()), check(cudart.cudaEventCreate())
+        kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        check(cudart.cudaMemcpy(dst, src, nbytes, kind))  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            check(cudart.cudaEventRecord(start, 0))
+            check(cudart.cudaMemcpyAsync(dst, src, nbytes, kind, 0))
+            check(cudart.cudaEventRecord(end, 0))
+            check(cudart.cudaEventSynchronize(end))
+            best = min(best, check(cudart.cudaEventElapsedTime(start, end)) / 1e3)
+    finally:
+        for pointer in (src, dst):
+            if pointer:
+                cudart.cudaFree(pointer)
+        for event in (start, end):
+            if event is not None:
+                cudart.cudaEventDestroy(event)
+    return 2 * nbytes / best / 1e9
+
+
+def gpu_memory_used_bytes() -> int | None:
+    """Device memory in use on GPU 0 (by every process), None without a GPU."""
+    from vp.runtime.backends.cuda import load_cudart
+
+    try:
+        cudart = load_cudart()
+    except ValueError:
+        return None
+    error, free, total = cudart.cudaMemGetInfo()
+    return None if int(error) != 0 else int(total - free)
+
+
+def llm_weight_bytes(llm: dict, itemsize: int) -> int:
+    """Bytes of the LLM weights one decode step reads (tied embedding read once, by the logits)."""
+    d, kv = llm["d_model"], llm["n_kv_heads"] * (llm["d_model"] // llm["n_heads"])
+    per_layer = 2 * d * d + 2 * d * kv + 3 * d * llm["mlp_hidden"] + 2 * d
+    return (llm["vocab_size"] * d + llm["n_layers"] * per_layer + d) * itemsize
+
+
+def kv_bytes(llm: dict, context: float, sequences: int, itemsize: int) -> float:
+    """Bytes of K and V a decode step reads for `sequences` sequences of `context` tokens."""
+    head_dim = llm["d_model"] // llm["n_heads"]
+    return sequences * context * llm["n_layers"] * 2 * llm["n_kv_heads"] * head_dim * itemsize
