@@ -196,7 +196,8 @@ def _conditioning(models: Models, task: Task, image, video, audio, mask):
     """Encode the task's media inputs to (video codes [t, h, w], audio codes [frames, levels])."""
     preset = models.preset
     spec = MediaSpec(fps=preset.clip.fps, sample_rate=preset.audio_tokenizer.sample_rate,
-                     audio_samples=preset.audio_samples)
+                     audio_samples=preset.audio_samples, frames=preset.clip.frames,
+                     temporal_factor=preset.video_tokenizer.temporal_factor)
     video, wave = prepare_media(task, spec, image=image, video=video, audio=audio, mask=mask)
     video_codes = audio_codes = None
     if video is not None:

@@ -50,7 +50,8 @@ class Bundle:
                                       portrait_grid=tuple(portrait) if portrait else None,
                                       audio_frames=clip["audio_frames"]),
                 media=MediaSpec(fps=clip["fps"], sample_rate=clip["sample_rate"],
-                                audio_samples=clip["audio_samples"]),
+                                audio_samples=clip["audio_samples"], frames=clip["frames"],
+                                temporal_factor=2 ** manifest.preset["video_tokenizer"]["temporal_downsamples"]),
                 sampling=_sampling(path, manifest.sampling),
                 tokenizer=TextTokenizer(manifest.tokenizer_path(path), clip["text_tokens"], clip["text_vocab"]),
             )

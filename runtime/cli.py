@@ -126,7 +126,7 @@ def generate(prompt, bundle, task, output, image, video, audio, mask, box, seed,
             if image:
                 inputs["image"] = media.read_image(image, size)
             if video:
-                inputs["video"] = media.read_video(video, size, b.media.fps, max_frames=_max_frames(task, b))
+                inputs["video"] = media.read_video(video, size, b.media.fps, max_frames=b.media.frames_read(task))
             if audio or (video and task in {"a2v", "av-continue"}):
                 inputs["audio"] = media.read_audio(audio or video, b.media.sample_rate)
             with tqdm(unit="tok", desc="tokens", leave=False) as bar:
@@ -176,16 +176,6 @@ def _check_inputs(task: str, *, image, video, audio, mask, box, seconds) -> None
     if task == "long" and seconds is not None and video is None:
         return  # a long video from text: a t2v clip, then continuations
     check_media(Task(task), image=image, video=pictures, audio=sound, mask=mask or box)
-
-
-def _max_frames(task: str, bundle) -> int | None:
-    """How much of an input video a task reads: a whole clip, or less than one for continuations."""
-    frames = bundle.manifest.clip["frames"]
-    if task == "long":
-        return None  # the pipeline takes the last second
-    if task in {"continue", "av-continue"}:
-        return frames - (frames - 1) // (bundle.geometry.video_grid[0] - 1)  # leave one latent frame to generate
-    return frames
 
 
 def _mask(path, box, size, task) -> np.ndarray:

@@ -6,12 +6,18 @@ disagree on which frames and samples condition a task.
 
 Rules (vp's choices where the paper is silent):
 - image-to-video: the image is a one-frame video (its codes are one latent frame).
+- continuation and audio-video continuation: the last frames of the given
+  video, at most a clip less one latent frame (13 of 17: something is left to
+  generate) and 1 + 4k of them, so a whole clip or a longer video can be
+  continued from its end.
 - long video: the last second of the given video (fps + 1 frames = 3 latent
   frames at 8 fps) conditions the next clip.
+- inpaint, outpaint, video-to-audio, stylization: the first clip of the given
+  video (and of a [T, H, W] mask).
 - inpaint / outpaint: pixels where the mask is True are set to mid grey (128)
   before encoding; the mask is [H, W] (every frame) or [T, H, W].
-- audio-video continuation: the audio that goes with the given frames
-  (frames / fps seconds) conditions the output audio.
+- audio-video continuation: the audio that goes with the kept frames (from
+  the first kept frame's time to the last's end) conditions the output audio.
 - audio-to-video: the first clip's worth of audio.
 - stylization: the video is replaced by its structure video (optical flow and
   depth as the paper has it; vp.runtime.structure), so the text, not the
@@ -29,13 +35,31 @@ from vp.runtime.structure import SilhouetteFlow
 from vp.runtime.vocab import Task
 
 
-@dataclass(frozen=True)
+_CONTINUATIONS = frozenset({Task.CONTINUATION, Task.AUDIO_VIDEO_CONTINUATION})
+_WHOLE_CLIP = frozenset({Task.INPAINT, Task.OUTPAINT, Task.VIDEO_TO_AUDIO, Task.STYLIZATION})
+
+
+@dataclass(frozen=True, kw_only=True)
 class MediaSpec:
     """The clip a bundle generates, as the conditioning rules need it."""
 
     fps: int
     sample_rate: int
     audio_samples: int  # one clip's audio: 34000 = 2.125 s at 16 kHz
+    frames: int  # one clip's frames: 17 = 1 + 4 x 4
+    temporal_factor: int = 4  # frames per latent frame after the first
+
+    def frames_read(self, task: Task | str) -> int | None:
+        """How many leading frames of an input video `task` can use (None: all of them, since
+        continuations condition on the video's end); readers may stop decoding there."""
+        task = Task(task)
+        return self.frames if task in _WHOLE_CLIP or task is Task.IMAGE_TO_VIDEO else None
+
+    def continuation_frames(self, available: int) -> int:
+        """The frames a continuation keeps of `available`: at most a clip less one latent
+        frame, 1 + temporal_factor k of them."""
+        f = self.temporal_factor
+        return 1 + (min(available, self.frames - f) - 1) // f * f
 
 
 def prepare_media(task: Task, spec: MediaSpec, *, image=None, video=None, audio=None, mask=None,
@@ -50,12 +74,21 @@ def prepare_media(task: Task, spec: MediaSpec, *, image=None, video=None, audio=
         video = _check_frames("image", np.asarray(image)[None])
     elif video is not None:
         video = _check_frames("video", video)
+    start = 0  # the first frame kept of the given video
     if task is Task.LONG_VIDEO and video is not None:
-        video = video[-(spec.fps + 1):]
+        start = max(len(video) - (spec.fps + 1), 0)
+    elif task in _CONTINUATIONS and video is not None and len(video):
+        start = len(video) - spec.continuation_frames(len(video))
+    end = spec.frames if task in _WHOLE_CLIP else None
+    given = 0 if video is None else len(video)
+    if video is not None:
+        video = video[start:end]
     if task in {Task.INPAINT, Task.OUTPAINT}:
         if video is None or mask is None:
             raise ValueError(f"task {task.value} needs a video and a mask (True = pixels to fill)")
         mask = np.asarray(mask, bool)
+        if mask.ndim == 3 and len(mask) == given:
+            mask = mask[start:end]
         if mask.shape not in {video.shape[1:3], video.shape[:3]}:
             raise ValueError(f"mask: expected [H, W] or [T, H, W] = {video.shape[:3]}, got {mask.shape}")
         video = np.where(np.broadcast_to(mask[..., None], video.shape), np.uint8(128), video)
@@ -68,7 +101,7 @@ def prepare_media(task: Task, spec: MediaSpec, *, image=None, video=None, audio=
             raise ValueError(f"audio: expected [N] float samples, got {wave.dtype} {wave.shape}")
         wave = wave.astype(np.float32)
         if task is Task.AUDIO_VIDEO_CONTINUATION and video is not None:
-            wave = wave[:round(len(video) / spec.fps * spec.sample_rate)]
+            wave = wave[round(start / spec.fps * spec.sample_rate):round(given / spec.fps * spec.sample_rate)]
         elif task is Task.AUDIO_TO_VIDEO:
             wave = wave[:spec.audio_samples]
     return video, wave

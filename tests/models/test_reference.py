@@ -67,7 +67,7 @@ def test_super_resolution_doubles_the_frame(tiny_models):
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(task="i2v"), "needs an image"),
-    (dict(task="continue", video=np.zeros((16, 64, 64, 3), np.uint8)), r"1 \+ 4k"),
+    (dict(task="stylize", video=np.zeros((16, 64, 64, 3), np.uint8)), r"1 \+ 4k"),
     (dict(task="continue", video=np.zeros((5, 64, 64, 3), np.float32)), "uint8"),
     (dict(task="continue", video=np.zeros((5, 64, 64, 4), np.uint8)), r"\[T, H, W, 3\]"),
     (dict(task="inpaint", video=np.zeros((17, 64, 64, 3), np.uint8)), "mask"),

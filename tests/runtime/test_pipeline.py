@@ -110,7 +110,8 @@ def test_runtime_never_imports_torch(tiny_bundle):
     (dict(task="i2v"), "needs an image"),
     (dict(task="dance"), "dance"),
     (dict(task="continue", video=np.zeros((9, 32, 32, 3), np.uint8)), "64x64"),
-    (dict(task="continue", video=np.zeros((8, 64, 64, 3), np.uint8)), r"1 \+ 4k|latent"),
+    (dict(task="v2a", prompt="", video=np.zeros((16, 64, 64, 3), np.uint8)), r"1 \+ 4k|latent"),
+    (dict(task="continue", video=np.zeros((0, 64, 64, 3), np.uint8)), r"1 \+ 4k"),
     (dict(task="a2v", audio=np.zeros(100, np.float32)), "at least 320 samples"),
     (dict(task="t2v", num_samples=0), "num_samples"),
     (dict(task="t2v", top_p=0.0), "top_p"),
@@ -178,3 +179,21 @@ def test_engines_of_another_tensorrt_version_are_refused(tiny_bundle, tmp_path, 
                         profiles=("prefill", "decode"), sha256="0" * 64, bytes=1, build_seconds=1.0, peak_rss_mb=1.0)
     manifest.engines = {name: fake for name in manifest.components}
     assert "built with tensorrt_rtx 0.0.1" in trt_unavailable(manifest)
+
+
+def test_inputs_are_trimmed_by_the_pipeline_as_by_the_cli(pipeline, media):
+    """Apps get the CLI's policy: a continuation keeps the last 13 frames (a clip less one latent
+    frame), a whole-clip task the first clip; the tokens equal those of the trimmed input."""
+    video, audio = media["video"], media["audio"]
+    kwargs = dict(prompt="", seed=4, **GREEDY)
+    whole = pipeline.generate(task="continue", video=video, **kwargs)
+    np.testing.assert_array_equal(whole.tokens, pipeline.generate(task="continue", video=video[4:], **kwargs).tokens)
+    uneven = pipeline.generate(task="continue", video=video[:12], **kwargs)  # 12 frames: the last 9 (1 + 4k)
+    np.testing.assert_array_equal(uneven.tokens, pipeline.generate(task="continue", video=video[3:12], **kwargs).tokens)
+    longer = np.concatenate([video, video[::-1]])  # 34 frames
+    np.testing.assert_array_equal(pipeline.generate(task="v2a", video=longer, **kwargs).tokens,
+                                  pipeline.generate(task="v2a", video=video, **kwargs).tokens)
+    rate = pipeline.bundle.media.sample_rate
+    av = pipeline.generate(task="av-continue", video=video, audio=audio, **kwargs)
+    kept = pipeline.generate(task="av-continue", video=video[4:], audio=audio[4 * rate // 8:], **kwargs)
+    np.testing.assert_array_equal(av.tokens, kept.tokens)
