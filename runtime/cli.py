@@ -1,4 +1,5 @@
-"""`vp`: generate with a bundle (`vp generate`), describe one (`vp info`).
+"""`vp`: generate with a bundle (`vp generate`), describe one (`vp info`), measure one (`vp bench`,
+`vp soak`).
 
 Thin click layers over vp.runtime.pipeline and vp.runtime.media. Without
 --bundle, `vp generate` uses the default bundle (the trained demo preset), exporting it
@@ -292,3 +293,50 @@ def bench(bundle, backend, compare, task, batch, prompt_len, warmup, iters, seed
         raise click.ClickException(f"--compare torch needs the export extra ({error.name} is missing): "
                                    "pip install torch==2.13.0 && pip install 'vp[export]'") from None
     click.echo(format_table(report))
+
+
+@main.command()
+@click.option("--bundle", type=click.Path(path_type=Path), required=True, help="Bundle folder from vp-export.")
+@click.option("--generations", type=int, default=200, show_default=True,
+              help="Generations measured after the warm-up, cycling through every task.")
+@click.option("--warmup", type=int, default=24, show_default=True,
+              help="Generations first (two rounds of the tasks: the KV pool reaches its largest size).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the soak's mp4/png/wav files (default: a temporary folder, removed after).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report as JSON.")
+def soak(bundle, generations, warmup, backend, seed, out_dir, json_path):
+    """Run many generations of mixed tasks in one process and report what they leave behind:
+    resident memory growth after the warm-up, open file descriptors and threads, temporary files."""
+    import json
+    import tempfile
+
+    from tqdm import tqdm
+
+    from vp.runtime.media import atomic_path
+    from vp.runtime.soak import SoakConfig, run_soak
+
+    config = SoakConfig(bundle=str(bundle), generations=generations, warmup=warmup, backend=backend, seed=seed)
+    try:
+        with tqdm(unit="gen", desc="soak", leave=False) as bar, tempfile.TemporaryDirectory() as scratch:
+
+            def advance(done, total, task):
+                bar.total = total
+                bar.set_postfix_str(task)
+                bar.update(done - bar.n)
+
+            report = run_soak(config, out_dir or Path(scratch), progress=advance)
+        if json_path:
+            with atomic_path(json_path, ".json") as tmp:
+                tmp.write_text(json.dumps(report, indent=2))
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    r, f = report["rss_mb"], report["fds"]
+    growth = "n/a" if r["growth_share"] is None else f"{100 * r['growth_share']:+.2f}%"
+    click.echo(f"soak: {report['generations']} generations after {report['warmup']} warm-up, "
+               f"{report['seconds']:.0f} s; RSS {r['after_warmup']:.0f} -> {r['end']:.0f} MB ({growth}); "
+               f"open fds {f['after_warmup']} -> {f['end']}; threads {report['threads']['after_warmup']} -> "
+               f"{report['threads']['end']}; leftover files {len(report['leftover_files'])}, new temp entries "
+               f"{len(report['new_temp_entries'])}")

@@ -40,7 +40,8 @@ _PROMPTS = ("a red circle moving left", "a big green square heading up", "one wh
 
 @dataclass(frozen=True, kw_only=True)
 class SoakConfig:
-    """generations: measured after `warmup` more; tasks cycle through SOAK_TASKS."""
+    """generations: measured after `warmup` more; tasks cycle through SOAK_TASKS. The report's
+    `tasks` counts the generations of each task, warm-up included."""
 
     bundle: str
     generations: int = 200
@@ -74,8 +75,8 @@ class _Probe:
 
 def run_soak(config: SoakConfig, out_dir: Path, progress: Callable[[int, int, str], None] = lambda i, n, t: None
              ) -> dict:
-    """Run config.warmup + config.generations generations, writing their files into out_dir
-    (an existing folder, emptied of nothing: only the soak's own files are judged); the report."""
+    """Run config.warmup + config.generations generations, writing their files into out_dir (an
+    existing folder; files already there are left alone and not judged); returns the report."""
     if config.generations < 1 or config.warmup < 0:
         raise ValueError(f"need generations >= 1 and warmup >= 0, got {config.generations} and {config.warmup}")
     out_dir = Path(out_dir)
@@ -96,7 +97,7 @@ def run_soak(config: SoakConfig, out_dir: Path, progress: Callable[[int, int, st
             round_.run(task, seed=config.seed + i)
             counts[task] += 1
             rss.append(rss_mb() or float("nan"))
-    last = _Probe.now()
+        last = _Probe.now()  # the pipeline still open: what a long-lived app holds
     first = first or last
     written = set(os.listdir(out_dir)) - before
     growth = (last.rss_mb - first.rss_mb) / first.rss_mb if first.rss_mb and last.rss_mb else None
