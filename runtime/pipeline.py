@@ -29,7 +29,8 @@ from vp.engines.contract import DECODE, KV_POOL, PREFILL
 from vp.runtime.backends import open_backend
 from vp.runtime.bundle import Bundle
 from vp.runtime.conditioning import fit_audio, frames_from_model, prepare_media, video_to_model
-from vp.runtime.kv_cache import KVCacheManager, KVStats
+from vp.runtime.kv_cache import KVStats
+from vp.runtime.kv_reservations import KVReservations
 from vp.runtime.request import MAX_SEED, check_count, check_media, check_prompt, check_task
 from vp.runtime.result import FrameChunk, GenerationResult, Sample
 from vp.runtime.sampling import SamplingConfig, make_rng
@@ -58,16 +59,12 @@ class Pipeline:
         self.backend_reason = why
         self._sessions: dict = {}
         self._lock = threading.RLock()
-        self._space = threading.Condition(self._lock)  # KV blocks reserved by runs in flight: _reserve
-        self._reserved = 0
-        self._holders: dict[int, int] = {}  # thread id -> runs in flight
         self._runs = itertools.count()  # run ids: the KV sequences of concurrent generations never collide
-        self._llm = None
-        self._manager: KVCacheManager | None = None
         if "llm" not in bundle.manifest.components:
             raise ValueError(f"bundle {bundle.path} has no llm graph; export it with vp-export (all components)")
         llm = bundle.manifest.components["llm"].contract
         self.block_size = llm.input(KV_POOL).shape[1]
+        self._kv = KVReservations(backend, self.block_size, self._lock)
         self._batches = (llm.profile(DECODE).dims["batch"][2], llm.profile(PREFILL).dims["batch"][2])
         self.d_model = bundle.manifest.preset["llm"]["d_model"]
         configs = bundle.manifest.preset.get("superres", ())
@@ -86,9 +83,8 @@ class Pipeline:
     def close(self) -> None:
         for session in self._sessions.values():
             session.close()
-        if self._llm is not None:
-            self._llm.close()
-        self._sessions, self._llm = {}, None
+        self._kv.close()
+        self._sessions = {}
 
     def __enter__(self) -> Pipeline:
         return self
@@ -234,8 +230,7 @@ class Pipeline:
     def kv_pool_bytes(self) -> int:
         """Bytes of the KV pool as it stands (0 before the first generation; it grows to the
         largest request's need)."""
-        with self._lock:
-            return 0 if self._llm is None else self._llm.pool_bytes
+        return self._kv.pool_bytes
 
     def _encode_text(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
         """The text encoder's embeddings [1, L, width] and mask [1, L] of `prompt`."""
@@ -330,45 +325,12 @@ class Pipeline:
             audio_codes = codes[0]
         return video_codes, audio_codes
 
-    def _reserve(self, blocks: int) -> TokenGenerator:
-        """Reserve `blocks` KV blocks for a run (released by _release) and the generator over them.
-
-        Runs in flight (unfinished streams) keep their reservations; a run that does not fit
-        waits for them to finish (another thread's streams) or, when this thread holds one of
-        them, is refused (waiting would never end). The pool is (re)built only when no run is
-        in flight."""
-        me = threading.get_ident()
-        with self._space:
-            while self._llm is None or self._llm.num_blocks - self._reserved < blocks:
-                if not self._reserved:
-                    if self._llm is not None:
-                        self._llm.close()
-                        self._llm = self._manager = None
-                    self._llm = self.backend.paged_llm(blocks)
-                    self._manager = KVCacheManager(blocks, self.block_size)
-                    break
-                if self._holders.get(me):
-                    raise ValueError(f"this request needs {blocks} KV blocks and an unfinished stream() of this "
-                                     f"thread holds {self._reserved} of the pool's {self._llm.num_blocks}: "
-                                     f"finish or close the stream first")
-                self._space.wait()
-            self._reserved += blocks
-            self._holders[me] = self._holders.get(me, 0) + 1
-            return TokenGenerator(self._llm, self._manager, self.d_model, *self._batches)
-
-    def _release(self, blocks: int, holder: int) -> None:
-        with self._space:
-            self._reserved -= blocks
-            self._holders[holder] -= 1
-            if not self._holders[holder]:
-                del self._holders[holder]
-            self._space.notify_all()
-
     def _token_stream(self, run: Pipeline._Run) -> Iterator[np.ndarray]:
         """The run's output ids, one position at a time; each step holds the pipeline's lock."""
         layouts = [branch.layout for branch in run.branches]
         blocks = TokenGenerator.blocks_needed(layouts, run.num_samples, self.block_size)
-        generator, holder = self._reserve(blocks), threading.get_ident()
+        llm, manager = self._kv.reserve(blocks)
+        generator, holder = TokenGenerator(llm, manager, self.d_model, *self._batches), threading.get_ident()
         steps = generator.generate(run.branches, run.num_samples, run.sampling, run.rngs, run.loop,
                                    time.perf_counter, run=run.id)
         try:
@@ -382,7 +344,7 @@ class Pipeline:
             with self._lock:
                 steps.close()
                 run.kv_stats = generator.kv_stats()
-            self._release(blocks, holder)
+            self._kv.release(blocks, holder)
 
     def _tokens(self, run: Pipeline._Run, on_token) -> np.ndarray:
         total = run.layout.output_len

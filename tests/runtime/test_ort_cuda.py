@@ -18,5 +18,5 @@ def test_cuda_provider_tokens_equal_the_reference(tiny_bundle, tiny_models):
     with Pipeline.load(tiny_bundle, backend="ort") as pipeline:
         kwargs = dict(task="t2i", prompt="a red fox", seed=0, temperature=0.0)
         got = pipeline.generate(**kwargs)
-        assert isinstance(pipeline._llm, OrtCudaPagedLLM)
+        assert isinstance(pipeline._kv.llm, OrtCudaPagedLLM)
     np.testing.assert_array_equal(got.tokens, generate(tiny_models, **kwargs).tokens)
