@@ -54,3 +54,29 @@ def test_shapes_outside_the_profile_are_refused(trt_pipeline):
     session = trt_pipeline.session("text_encoder")
     with pytest.raises(ValueError, match="outside the engine's profile"):
         session.run(text_ids=np.zeros((1, 65), np.int64), text_mask=np.ones((1, 65), bool))
+
+
+def test_gpu_bandwidth_and_memory_probes():
+    """The GPU probes read what the device has: a bandwidth between 50 GB/s and 10 TB/s, and
+    memory in use that grows by what is allocated."""
+    from vp.runtime.backends.cuda import check, load_cudart
+    from vp.runtime.memory_floor import gpu_bandwidth_gbs, gpu_memory_used_bytes
+
+    assert 50 < gpu_bandwidth_gbs(megabytes=64, repeats=3) < 10_000
+    cudart = load_cudart()
+    before = gpu_memory_used_bytes()
+    pointer = check(cudart.cudaMalloc(256 * 2**20))
+    try:
+        assert gpu_memory_used_bytes() - before >= 256 * 2**20
+    finally:
+        cudart.cudaFree(pointer)
+
+
+def test_bench_floor_and_memory_are_the_gpus(gpu_bundle):
+    from vp.runtime.bench import BenchConfig, run_bench
+
+    report = run_bench(BenchConfig(bundle=str(gpu_bundle), backend="trt", warmup=0, iters=1, share_samples=2))
+    run = report["runs"][0]
+    assert run["floor"]["device"] == "gpu"
+    assert run["floor"]["bandwidth_gbs"] == report["memory"]["gpu"]["memory_bandwidth_gbs"]
+    assert report["memory"]["gpu"]["used_mb"] >= report["memory"]["kv_pool_mb"]  # the pool is on the device
