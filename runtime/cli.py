@@ -153,6 +153,11 @@ def _check_output(output: Path, task: str) -> None:
     suffixes = {".mp4"} | ({".png"} if task == "t2i" else set()) | ({".wav"} if task == "v2a" else set())
     if output.suffix.lower() not in suffixes:
         raise ValueError(f"output {output}: task {task} writes {' or '.join(sorted(suffixes))}")
+    _check_writable(output)
+
+
+def _check_writable(output: Path) -> None:
+    """An output file can be written: its folder exists and may be written (checked before the work)."""
     if not output.parent.is_dir():
         raise ValueError(f"output folder {output.parent} does not exist")
     if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
@@ -283,6 +288,8 @@ def bench(bundle, backend, compare, task, batch, prompt_len, warmup, iters, seed
     config = BenchConfig(bundle=str(bundle), backend=backend, task=task, batch=batch, prompt_len=prompt_len,
                          warmup=warmup, iters=iters, seed=seed, compare_torch=compare == "torch")
     try:
+        if json_path:
+            _check_writable(json_path)
         report = run_bench(config, progress=lambda s: click.echo(f"... {s}", err=True))
         if json_path:
             with atomic_path(json_path, ".json") as tmp:
@@ -320,6 +327,8 @@ def soak(bundle, generations, warmup, backend, seed, out_dir, json_path):
 
     config = SoakConfig(bundle=str(bundle), generations=generations, warmup=warmup, backend=backend, seed=seed)
     try:
+        if json_path:
+            _check_writable(json_path)
         with tqdm(unit="gen", desc="soak", leave=False) as bar, tempfile.TemporaryDirectory() as scratch:
 
             def advance(done, total, task):

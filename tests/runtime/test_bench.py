@@ -65,3 +65,6 @@ def test_bad_options(tiny_bundle):
     assert result.exit_code == 2 and "positive integers" in result.output
     result = CliRunner().invoke(main, ["bench", "--bundle", str(tiny_bundle), "--prompt-len", "100"])
     assert result.exit_code == 1 and "prompt_len" in result.output
+    result = CliRunner().invoke(main, ["bench", "--bundle", str(tiny_bundle), "--json", "/no/such/folder/b.json"])
+    assert result.exit_code == 1 and "output folder /no/such/folder does not exist" in result.output
+    assert "..." not in result.output  # refused before any measuring

@@ -44,6 +44,8 @@ def test_cli_and_bad_options(tiny_bundle, tmp_path):
     assert result.exit_code == 1 and "need generations >= 1" in result.output
     result = CliRunner().invoke(main, ["soak", "--bundle", str(tiny_bundle), "--out", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "does not exist" in result.output
+    result = CliRunner().invoke(main, ["soak", "--bundle", str(tiny_bundle), "--json", str(tmp_path / "no" / "s.json")])
+    assert result.exit_code == 1 and f"output folder {tmp_path / 'no'} does not exist" in result.output
     out = tmp_path / "soak.json"
     result = CliRunner().invoke(main, ["soak", "--bundle", str(tiny_bundle), "--generations", "1", "--warmup", "0",
                                        "--backend", "ort", "--json", str(out)])
