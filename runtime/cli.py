@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import click
-import numpy as np
 
 from vp.runtime.backends import BACKENDS
 from vp.runtime.vocab import Task
@@ -108,109 +107,29 @@ def generate(prompt, bundle, task, output, image, video, audio, mask, box, seed,
     """Generate from PROMPT with a bundle and write the result."""
     from tqdm import tqdm
 
-    from vp.runtime import media
+    from vp.runtime.file_request import FileRequest, run_request
     from vp.runtime.pipeline import Pipeline
 
-    overrides = {k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p,
-                                       cfg_scale=cfg_scale).items() if v is not None}
+    sampling = {k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p,
+                                      cfg_scale=cfg_scale).items() if v is not None}
+    request = FileRequest(task=task, prompt=prompt, output=output, image=image, video=video, audio=audio, mask=mask,
+                          box=box, seed=seed, samples=samples, seconds=seconds, portrait=portrait, sr=sr,
+                          sampling=sampling)
     try:
-        _check_output(output, task)
-        _check_inputs(task, image=image, video=video, audio=audio, mask=mask, box=box, seconds=seconds)
-        with Pipeline.load(bundle or default_bundle(), backend=backend) as pipeline:
-            b = pipeline.bundle
-            if portrait and not b.manifest.clip["portrait"]:
-                raise ValueError(f"bundle {b.path} has no portrait layout")
-            size = tuple(b.manifest.clip["portrait"]) if portrait else b.frame_size
-            inputs = {}
-            if mask or box:  # first: a bad box is found before any file is decoded
-                inputs["mask"] = _mask(mask, box, size, task)
-            if image:
-                inputs["image"] = media.read_image(image, size)
-            if video:
-                inputs["video"] = media.read_video(video, size, b.media.fps, max_frames=b.media.frames_read(task))
-            if audio or (video and task in {"a2v", "av-continue"}):
-                inputs["audio"] = media.read_audio(audio or video, b.media.sample_rate)
-            with tqdm(unit="tok", desc="tokens", leave=False) as bar:
+        request.check()
+        with Pipeline.load(bundle or default_bundle(), backend=backend) as pipeline, \
+                tqdm(unit="tok", desc="tokens", leave=False) as bar:
 
-                def advance(done, total):
-                    bar.total = total
-                    bar.update(done - bar.n)
+            def advance(done, total):
+                bar.total = total
+                bar.update(done - bar.n)
 
-                common = dict(prompt=prompt, seed=seed, sr=sr, portrait=portrait, on_token=advance, **overrides)
-                if task == "long" and seconds is not None:
-                    result = pipeline.long_video(seconds=seconds, video=inputs.get("video"), **common)
-                else:
-                    result = pipeline.generate(task=task, num_samples=samples, **inputs, **common)
-            paths = [_write(output, i, s, result, inputs, task) for i, s in enumerate(result.samples)]
+            result, paths = run_request(pipeline, request, on_token=advance)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     t = result.timings
     click.echo(f"wrote {', '.join(map(str, paths))}  (backend {pipeline.backend.name}; "
                f"{t['total'] / 1e3:.1f} s total, {t['llm_decode'] / max(t['decode_steps'], 1):.1f} ms per decode step)")
-
-
-def _check_output(output: Path, task: str) -> None:
-    suffixes = {".mp4"} | ({".png"} if task == "t2i" else set()) | ({".wav"} if task == "v2a" else set())
-    if output.suffix.lower() not in suffixes:
-        raise ValueError(f"output {output}: task {task} writes {' or '.join(sorted(suffixes))}")
-    _check_writable(output)
-
-
-def _check_writable(output: Path) -> None:
-    """An output file can be written: its folder exists and may be written (checked before the work)."""
-    if not output.parent.is_dir():
-        raise ValueError(f"output folder {output.parent} does not exist")
-    if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
-        raise ValueError(f"output {output} cannot be written (permission denied)")
-
-
-def _check_inputs(task: str, *, image, video, audio, mask, box, seconds) -> None:
-    """The files and flags the task uses, checked before anything is read or generated."""
-    from vp.runtime.request import check_media
-
-    if seconds is not None and task != "long":
-        raise ValueError("--seconds sets the length of a long video: use it with --task long")
-    if mask and box:
-        raise ValueError("give --mask or --box, not both")
-    for flag, path in (("--image", image), ("--video", video), ("--audio", audio), ("--mask", mask)):
-        if path is not None and path.is_dir():
-            raise ValueError(f"{flag} {path} is a folder; give a file")
-        if path is not None and not path.exists():
-            raise ValueError(f"{flag} {path} does not exist")
-    sound = audio or (video if task in {"a2v", "av-continue"} else None)  # --audio defaults to --video's
-    pictures = video if task != "a2v" else None
-    if task == "long" and seconds is not None and video is None:
-        return  # a long video from text: a t2v clip, then continuations
-    check_media(Task(task), image=image, video=pictures, audio=sound, mask=mask or box)
-
-
-def _mask(path, box, size, task) -> np.ndarray:
-    """[H, W] bool, True = pixels to fill."""
-    if path:
-        from vp.runtime.media import read_image
-
-        return read_image(path, size).mean(-1) > 127
-    x0, y0, x1, y1 = box
-    height, width = size
-    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-        raise ValueError(f"--box {x0},{y0},{x1},{y1}: expected 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height} "
-                         f"(pixels of the {width}x{height} frame)")
-    inside = np.zeros(size, bool)
-    inside[y0:y1, x0:x1] = True
-    return inside if task != "outpaint" else ~inside
-
-
-def _write(output: Path, index: int, sample, result, inputs, task) -> Path:
-    from vp.runtime import media
-
-    path = output if index == 0 else output.with_name(f"{output.stem}-{index}{output.suffix}")
-    suffix = path.suffix.lower()
-    if suffix == ".png":
-        return media.write_png(path, sample.frames[0])
-    if suffix == ".wav":
-        return media.write_wav(path, sample.audio, result.sample_rate)
-    frames = sample.frames if len(sample.frames) else inputs["video"]  # v2a: the given video with its new audio
-    return media.write_mp4(path, frames, result.fps, sample.audio if len(sample.audio) else None, result.sample_rate)
 
 
 @main.command()
@@ -283,13 +202,14 @@ def bench(bundle, backend, compare, task, batch, prompt_len, warmup, iters, seed
 
     from vp.runtime.bench import BenchConfig, run_bench
     from vp.runtime.bench_report import format_table
+    from vp.runtime.file_request import check_writable
     from vp.runtime.media import atomic_path
 
     config = BenchConfig(bundle=str(bundle), backend=backend, task=task, batch=batch, prompt_len=prompt_len,
                          warmup=warmup, iters=iters, seed=seed, compare_torch=compare == "torch")
     try:
         if json_path:
-            _check_writable(json_path)
+            check_writable(json_path)
         report = run_bench(config, progress=lambda s: click.echo(f"... {s}", err=True))
         if json_path:
             with atomic_path(json_path, ".json") as tmp:
@@ -322,13 +242,14 @@ def soak(bundle, generations, warmup, backend, seed, out_dir, json_path):
 
     from tqdm import tqdm
 
+    from vp.runtime.file_request import check_writable
     from vp.runtime.media import atomic_path
     from vp.runtime.soak import SoakConfig, run_soak
 
     config = SoakConfig(bundle=str(bundle), generations=generations, warmup=warmup, backend=backend, seed=seed)
     try:
         if json_path:
-            _check_writable(json_path)
+            check_writable(json_path)
         with tqdm(unit="gen", desc="soak", leave=False) as bar, tempfile.TemporaryDirectory() as scratch:
 
             def advance(done, total, task):
