@@ -1,5 +1,5 @@
 """`vp`: generate with a bundle (`vp generate`), describe one (`vp info`), measure one (`vp bench`,
-`vp soak`).
+`vp soak`), serve one over HTTP (`vp serve`, on Ray Serve).
 
 Thin click layers over vp.runtime.pipeline and vp.runtime.media. Without
 --bundle, `vp generate` uses the default bundle (the trained demo preset), exporting it
@@ -270,3 +270,42 @@ def soak(bundle, generations, warmup, backend, seed, out_dir, json_path):
                f"open fds {f['after_warmup']} -> {f['end']}; threads {report['threads']['after_warmup']} -> "
                f"{report['threads']['end']}; leftover files {len(report['leftover_files'])}, new temp entries "
                f"{len(report['new_temp_entries'])}")
+
+
+@main.command()
+@click.option("--bundle", type=click.Path(path_type=Path), required=True, help="Bundle folder from vp-export "
+              "(on a cluster: the same path on every machine).")
+@click.option("--replicas", type=int, default=1, show_default=True,
+              help="Pipelines serving requests, each a Ray actor with its own copy of the bundle.")
+@click.option("--threads-per-replica", "threads", type=int, default=None,
+              help="CPUs each replica asks Ray for, and its ONNX Runtime threads (default: the cluster's CPUs "
+                   "shared out). A replica on TensorRT asks for one GPU instead.")
+@click.option("--port", type=int, default=8000, show_default=True, help="HTTP port.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 to serve other machines).")
+@click.option("--address", default=None,
+              help="Join this Ray cluster (e.g. auto, or HEAD:6379) instead of starting Ray here.")
+@click.option("--queue", type=int, default=4, show_default=True,
+              help="Requests waiting per replica; past that the service answers 503 with Retry-After.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+def serve(bundle, replicas, threads, port, host, address, queue, backend):
+    """Serve a bundle over HTTP on Ray Serve until Ctrl-C: POST /v1/generate (media bytes),
+    POST /v1/generate/stream (NDJSON, a line per latent frame), GET /healthz, GET /v1/info
+    (docs/serving.md). Needs the serve extra: pip install 'vp[serve]'."""
+    import time
+
+    try:
+        from vp.serve.app import ServeConfig, start, stop
+
+        url = start(ServeConfig(bundle=str(bundle), replicas=replicas, threads=threads, host=host, port=port,
+                                address=address, backend=backend, queue=queue))
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"serving {bundle} at {url} with {replicas} replica(s); Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopping", err=True)
+    finally:
+        stop()

@@ -52,6 +52,19 @@ class FileRequest:
 def run_request(pipeline, request: FileRequest, on_token: Callable[[int, int], None] | None = None
                 ) -> tuple[GenerationResult, list[Path]]:
     """Read the request's inputs, generate with `pipeline`, write the outputs; (result, paths)."""
+    r = request
+    inputs = read_inputs(pipeline, r)
+    common = dict(prompt=r.prompt, seed=r.seed, sr=r.sr, portrait=r.portrait, on_token=on_token, **r.sampling)
+    if r.task == "long" and r.seconds is not None:
+        result = pipeline.long_video(seconds=r.seconds, video=inputs.get("video"), **common)
+    else:
+        result = pipeline.generate(task=r.task, num_samples=r.samples, **inputs, **common)
+    paths = [_write(Path(r.output), i, s, result, inputs) for i, s in enumerate(result.samples)]
+    return result, paths
+
+
+def read_inputs(pipeline, request: FileRequest) -> dict[str, np.ndarray]:
+    """The request's media files as the arrays generate() takes, at the bundle's (or portrait) size."""
     r, b = request, pipeline.bundle
     if r.portrait and not b.manifest.clip["portrait"]:
         raise ValueError(f"bundle {b.path} has no portrait layout")
@@ -65,13 +78,7 @@ def run_request(pipeline, request: FileRequest, on_token: Callable[[int, int], N
         inputs["video"] = media.read_video(r.video, size, b.media.fps, max_frames=b.media.frames_read(r.task))
     if r.audio or (r.video and r.task in {"a2v", "av-continue"}):
         inputs["audio"] = media.read_audio(r.audio or r.video, b.media.sample_rate)
-    common = dict(prompt=r.prompt, seed=r.seed, sr=r.sr, portrait=r.portrait, on_token=on_token, **r.sampling)
-    if r.task == "long" and r.seconds is not None:
-        result = pipeline.long_video(seconds=r.seconds, video=inputs.get("video"), **common)
-    else:
-        result = pipeline.generate(task=r.task, num_samples=r.samples, **inputs, **common)
-    paths = [_write(Path(r.output), i, s, result, inputs) for i, s in enumerate(result.samples)]
-    return result, paths
+    return inputs
 
 
 def check_output(output: Path, task: str) -> None:
