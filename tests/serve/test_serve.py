@@ -26,7 +26,9 @@ def _free_port() -> int:
 def client(tiny_bundle):
     from vp.serve.app import ServeConfig, start, stop
 
-    url = start(ServeConfig(bundle=str(tiny_bundle), replicas=1, threads=1, port=_free_port(), backend="ort"))
+    # room for two requests (one running, one queued): the backpressure test fills it
+    url = start(ServeConfig(bundle=str(tiny_bundle), replicas=1, threads=1, port=_free_port(), backend="ort",
+                            queue=1, max_ongoing=1))
     try:
         yield ServeClient(url, timeout=120)
     finally:
@@ -85,6 +87,23 @@ def test_a_body_that_is_not_json(client):
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(request, timeout=30)
     assert error.value.code == 400 and "not JSON" in json.loads(error.value.read())["error"]
+
+
+def test_a_full_queue_answers_503_with_retry_after(client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(seed):
+        try:
+            client.generate(task="t2v", prompt="a fox", seed=seed)  # 1-2 s: the six overlap
+            return "ok"
+        except ServeError as error:
+            return error.status, error.message, error.retry_after
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(attempt, range(6)))
+    busy = [a for a in answers if a != "ok"]
+    assert 1 <= answers.count("ok") <= 5 and busy  # some served, the rest refused at once, none lost
+    assert set(busy) == {(503, "every replica is busy and the queue is full; retry later", 1.0)}
 
 
 def test_health_and_info(client, tiny_bundle):
