@@ -1,4 +1,4 @@
-"""The lean runtime never imports torch."""
+"""The lean runtime never imports torch (nor Ray, which only vp serve uses)."""
 
 import subprocess
 import sys
@@ -6,8 +6,11 @@ import sys
 
 def test_runtime_modules_do_not_import_torch():
     code = (
-        "import sys, vp.runtime, vp.runtime.sampling, vp.runtime.vocab, vp.runtime.masked_decoding, vp.runtime.kv_cache, vp.runtime.text_tokenizer, vp.runtime.media\n"
+        "import sys, vp.runtime, vp.runtime.sampling, vp.runtime.vocab, vp.runtime.layout, vp.runtime.masked_decoding, "
+        "vp.runtime.superres, vp.runtime.kv_cache, vp.runtime.text_tokenizer, vp.runtime.media, vp.runtime.pipeline, "
+        "vp.runtime.bench, vp.runtime.soak, vp.runtime.file_request, vp.runtime.cli\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

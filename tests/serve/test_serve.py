@@ -125,3 +125,18 @@ def test_parse_body_names_the_field():
     with pytest.raises(ValueError, match=r"field 'box' must be \[x0, y0, x1, y1\]"):
         parse_body({"box": [1, 2, 3]})
     assert parse_body({"image": base64.b64encode(b"x").decode(), "top_p": 1}) is not None
+
+
+def test_serving_doc_client_example_runs(client, media, tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+
+    from vp.runtime.media import write_mp4
+
+    doc = Path(__file__).parents[2] / "docs" / "serving.md"
+    code = re.search(r"```python\n(.*?)```", doc.read_text(), re.S).group(1)
+    write_mp4(tmp_path / "circle.mp4", media["video"], 8)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace("http://127.0.0.1:8000", client.url), str(doc), "exec"), {})
+    out = capsys.readouterr().out
+    assert "4 (4, 64, 64, 3)" in out and "400 task t2v needs a prompt" in out
