@@ -98,6 +98,8 @@ def build_app(config: ServeConfig, cluster_cpus: float, uses_gpu: bool):
                 return error(503, "every replica is busy and the queue is full; retry later", retry=True)
             except RayActorError:
                 return error(503, "the replica serving this request died; retry (Ray is replacing it)", retry=True)
+            except Exception as e:  # a bug, not the request's fault: named, never a traceback
+                return error(500, f"internal error in the replica ({type(e).__name__}); see the replica's log")
 
         @api.post("/v1/generate")
         async def generate(self, request: Request):

@@ -28,18 +28,28 @@ from vp.runtime.vocab import Task
 
 MEDIA_FIELDS = ("image", "video", "audio", "mask")
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "cfg_scale")
-FIELDS = ("task", "prompt", "seed", "num_samples", "seconds", "portrait", "sr", "box", *MEDIA_FIELDS,
+FIELDS = ("task", "prompt", "seed", "num_samples", "seconds", "portrait", "sr", "box", "sampling", *MEDIA_FIELDS,
           *SAMPLING_FIELDS)
 CONTENT_TYPES = {".mp4": "video/mp4", ".png": "image/png", ".wav": "audio/wav"}
 _TYPES = {"task": str, "prompt": str, "seed": int, "num_samples": int, "seconds": (int, float), "portrait": bool,
           "sr": bool, "box": list, "temperature": (int, float), "top_k": int, "top_p": (int, float),
-          "cfg_scale": (int, float), **dict.fromkeys(MEDIA_FIELDS, str)}
+          "cfg_scale": (int, float), "sampling": dict, **dict.fromkeys(MEDIA_FIELDS, str)}
 
 
 def parse_body(body) -> dict:
-    """The request's fields, checked for names and JSON types (ValueError naming the field)."""
+    """The request's fields, checked for names and JSON types (ValueError naming the field). The
+    sampling overrides may also come as one object, "sampling": {"temperature": 0, ...}."""
     if not isinstance(body, dict):
         raise ValueError("the request body must be a JSON object of generation fields")
+    nested = body.get("sampling")
+    if isinstance(nested, dict):
+        unknown = sorted(set(nested) - set(SAMPLING_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown sampling field(s) {unknown}; sampling: {', '.join(SAMPLING_FIELDS)}")
+        twice = sorted(set(nested) & set(body))
+        if twice:
+            raise ValueError(f"{', '.join(twice)} given both in 'sampling' and at the top level")
+        body = {**{k: v for k, v in body.items() if k != "sampling"}, **nested}
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise ValueError(f"unknown field(s) {unknown}; fields: {', '.join(FIELDS)}")
@@ -54,7 +64,8 @@ def parse_body(body) -> dict:
 
 
 def _type_name(types) -> str:
-    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "a list"}
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "a list",
+             dict: "an object"}
     return " or ".join(names[t] for t in (types if isinstance(types, tuple) else (types,)) if t in names)
 
 

@@ -125,6 +125,11 @@ def test_parse_body_names_the_field():
     with pytest.raises(ValueError, match=r"field 'box' must be \[x0, y0, x1, y1\]"):
         parse_body({"box": [1, 2, 3]})
     assert parse_body({"image": base64.b64encode(b"x").decode(), "top_p": 1}) is not None
+    assert parse_body({"task": "t2v", "sampling": {"temperature": 0}}) == {"task": "t2v", "temperature": 0}
+    with pytest.raises(ValueError, match=r"unknown sampling field\(s\) \['temp'\]"):
+        parse_body({"sampling": {"temp": 0}})
+    with pytest.raises(ValueError, match="top_k given both in 'sampling' and at the top level"):
+        parse_body({"sampling": {"top_k": 1}, "top_k": 2})
 
 
 def test_serving_doc_client_example_runs(client, media, tmp_path, monkeypatch, capsys):
