@@ -39,7 +39,11 @@ def one_request(url: str) -> tuple[int, str, str, float]:
             response.read()
             return response.status, response.headers.get("X-VP-Replica", ""), "", time.perf_counter() - start_time
     except urllib.error.HTTPError as error:
-        message = json.loads(error.read() or b"{}").get("error", error.reason)
+        text = error.read()
+        try:
+            message = json.loads(text or b"{}").get("error", error.reason)
+        except ValueError:  # Ray's proxy answers some failures in plain text
+            message = text.decode(errors="replace")
         return error.code, "", message, time.perf_counter() - start_time
     except OSError as error:
         return 0, "", f"connection: {error}", time.perf_counter() - start_time

@@ -75,7 +75,10 @@ def read_inputs(pipeline, request: FileRequest) -> dict[str, np.ndarray]:
     if r.image:
         inputs["image"] = media.read_image(r.image, size)
     if r.video:
-        inputs["video"] = media.read_video(r.video, size, b.media.fps, max_frames=b.media.frames_read(r.task))
+        frames = b.media.frames_read(r.task)
+        # a continuation keeps the video's end: read every frame, and let the pipeline cut 1 + 4k from the end
+        inputs["video"] = media.read_video(r.video, size, b.media.fps, max_frames=frames,
+                                           temporal_factor=b.media.temporal_factor if frames else 1)
     if r.audio or (r.video and r.task in {"a2v", "av-continue"}):
         inputs["audio"] = media.read_audio(r.audio or r.video, b.media.sample_rate)
     return inputs

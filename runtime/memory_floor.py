@@ -41,8 +41,10 @@ def gpu_bandwidth_gbs(megabytes: int = 512, repeats: int = 10) -> float:
     nbytes = megabytes * 2**20
     src = dst = start = end = None
     try:
-        src, dst = check(cudart.cudaMalloc(nbytes)), check(cudart.cudaMalloc(nbytes))
-        start, end = check(cudart.cudaEventCreate()), check(cudart.cudaEventCreate())
+        src = check(cudart.cudaMalloc(nbytes))  # one at a time: a failure frees what exists
+        dst = check(cudart.cudaMalloc(nbytes))
+        start = check(cudart.cudaEventCreate())
+        end = check(cudart.cudaEventCreate())
         kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
         check(cudart.cudaMemcpy(dst, src, nbytes, kind))  # warm-up
         best = float("inf")

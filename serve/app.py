@@ -64,6 +64,8 @@ def build_app(config: ServeConfig, cluster_cpus: float, uses_gpu: bool):
 
     threads = config.threads or max(1, math.floor(cluster_cpus / config.replicas))
     resources = {"num_cpus": 1, "num_gpus": 1} if uses_gpu else {"num_cpus": threads}
+    # generate() is synchronous: run it in a thread so health checks are answered during a generation
+    resources["runtime_env"] = {"env_vars": {"RAY_SERVE_RUN_SYNC_IN_THREADPOOL": "1"}}
 
     @serve.deployment(name="Generator", num_replicas=config.replicas, max_ongoing_requests=config.max_ongoing,
                       max_queued_requests=config.queue * config.replicas, ray_actor_options=resources,
@@ -77,6 +79,15 @@ def build_app(config: ServeConfig, cluster_cpus: float, uses_gpu: bool):
     def error(status: int, message: str, retry: bool = False) -> JSONResponse:
         headers = {"Retry-After": str(RETRY_AFTER_S)} if retry else None
         return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    def failure(e: Exception) -> JSONResponse:
+        """The answer to a call of a replica that raised instead of answering."""
+        if isinstance(e, BackPressureError):
+            return error(503, "every replica is busy and the queue is full; retry later", retry=True)
+        if isinstance(e, RayActorError):
+            return error(503, "the replica serving this request died; retry (Ray is replacing it)", retry=True)
+        # a bug, not the request's fault: named, never a traceback
+        return error(500, f"internal error in the replica ({type(e).__name__}); see the replica's log")
 
     async def body_of(request: Request):
         try:
@@ -94,12 +105,8 @@ def build_app(config: ServeConfig, cluster_cpus: float, uses_gpu: bool):
             """The generator's answer, or an error response for what went wrong on the way."""
             try:
                 return await getattr(self.generator, method).remote(*args)
-            except BackPressureError:
-                return error(503, "every replica is busy and the queue is full; retry later", retry=True)
-            except RayActorError:
-                return error(503, "the replica serving this request died; retry (Ray is replacing it)", retry=True)
-            except Exception as e:  # a bug, not the request's fault: named, never a traceback
-                return error(500, f"internal error in the replica ({type(e).__name__}); see the replica's log")
+            except Exception as e:  # noqa: BLE001 (every failure becomes a JSON answer)
+                return failure(e)
 
         @api.post("/v1/generate")
         async def generate(self, request: Request):
@@ -124,10 +131,8 @@ def build_app(config: ServeConfig, cluster_cpus: float, uses_gpu: bool):
             items = self.generator.options(stream=True).stream.remote(body)
             try:
                 head = await items.__anext__()
-            except BackPressureError:
-                return error(503, "every replica is busy and the queue is full; retry later", retry=True)
-            except RayActorError:
-                return error(503, "the replica serving this request died; retry (Ray is replacing it)", retry=True)
+            except Exception as e:  # noqa: BLE001
+                return failure(e)
             if head["status"] != 200:
                 return error(head["status"], head["error"])
 
@@ -137,6 +142,10 @@ def build_app(config: ServeConfig, cluster_cpus: float, uses_gpu: bool):
                         yield json.dumps(item) + "\n"
                 except RayActorError:
                     yield json.dumps({"error": "the replica serving this stream died"}) + "\n"
+                except Exception as e:  # noqa: BLE001 (the 200 is sent: the error is the stream's last line)
+                    yield json.dumps({"error": f"internal error in the replica ({type(e).__name__})"}) + "\n"
+                finally:
+                    items.cancel()  # a client that left: the replica stops generating for nobody
 
             return StreamingResponse(lines(), media_type="application/x-ndjson",
                                      headers={"X-VP-Replica": head["replica"]})
@@ -152,8 +161,7 @@ def build_app(config: ServeConfig, cluster_cpus: float, uses_gpu: bool):
             app = status.applications.get(APP_NAME)
             deployment = app.deployments.get("Generator") if app else None
             running = deployment.replica_states.get("RUNNING", 0) if deployment else 0
-            healthy = deployment is not None and str(deployment.status).endswith("HEALTHY") \
-                and running >= config.replicas
+            healthy = deployment is not None and deployment.status == "HEALTHY" and running >= config.replicas
             return JSONResponse({"status": "ok" if healthy else "unavailable", "replicas": running,
                                  "wanted": config.replicas}, status_code=200 if healthy else 503)
 
@@ -176,13 +184,19 @@ def start(config: ServeConfig) -> str:
     if not ray.is_initialized():
         ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
-    cpus = ray.cluster_resources().get("CPU", 0)
+    cpus, gpus = (ray.cluster_resources().get(kind, 0) for kind in ("CPU", "GPU"))
     need = config.replicas * (1 if uses_gpu else (config.threads or 1))
     if need > cpus:
         raise ValueError(f"{config.replicas} replica(s) x {config.threads or 1} thread(s) need {need} CPUs; "
                          f"this Ray cluster has {cpus:g}: lower --replicas or --threads-per-replica")
-    serve.start(http_options={"host": config.host, "port": config.port})
-    serve.run(build_app(config, cpus, uses_gpu), name=APP_NAME, route_prefix="/", blocking=False)
+    if uses_gpu and config.replicas > gpus:
+        raise ValueError(f"{config.replicas} TensorRT replica(s) need a GPU each; this Ray cluster has {gpus:g}: "
+                         f"lower --replicas, or --backend ort")
+    try:
+        serve.start(http_options={"host": config.host, "port": config.port})
+        serve.run(build_app(config, cpus, uses_gpu), name=APP_NAME, route_prefix="/", blocking=False)
+    except Exception as error:  # noqa: BLE001 (Ray's deploy errors: a replica that cannot start, a port in use)
+        raise ValueError(f"the service did not start: {str(error).strip().splitlines()[-1]}") from None
     return f"http://{config.host}:{config.port}"
 
 

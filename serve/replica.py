@@ -10,10 +10,10 @@ Every user error comes back as {"status": 400, "error": the CLI's message}.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
-import itertools
 import os
 import socket
 import tempfile
@@ -102,38 +102,57 @@ class Replica:
         except ValueError as error:
             return {"status": 400, "error": str(error), "replica": self.name}
 
-    def stream(self, body):
+    async def stream(self, body):
         """Yields {"status": 200} then one {"latent_frame", "frames", "height", "width", "rgb": base64
         of the frames' uint8 RGB bytes} per latent frame, then {"done": true}; or a single
-        {"status": 400, "error"} when the request is refused before its first step."""
+        {"status": 400, "error"} when the request is refused before its first step.
+
+        Asynchronous, each step in a worker thread: when the client goes away, Ray cancels this
+        generator between steps, and the stream is closed (its KV blocks released) instead of
+        generating the rest of the clip for nobody."""
+        loop = asyncio.get_running_loop()
+        opened = await loop.run_in_executor(None, self._open_stream, body)
+        if isinstance(opened, dict):
+            yield opened
+            return
+        chunks, chunk = opened
+        step = None
+        try:
+            yield {"status": 200, "replica": self.name}
+            while chunk is not None:
+                frames = np.ascontiguousarray(chunk.frames)
+                yield {"latent_frame": chunk.latent_frame, "frames": len(frames), "height": frames.shape[1],
+                       "width": frames.shape[2], "rgb": base64.b64encode(frames.tobytes()).decode()}
+                step = loop.run_in_executor(None, next, chunks, None)
+                chunk = await asyncio.shield(step)  # a cancel must not abandon a step that is running
+                step = None
+            yield {"done": True}
+        finally:
+            if step is not None:
+                await asyncio.wait([step])  # the step in flight ends before the stream is closed
+            chunks.close()
+
+    def _open_stream(self, body):
+        """(the pipeline's stream, its first FrameChunk), or the 400 answer."""
         try:
             fields = parse_body(body)
-            task = fields.get("task", "t2v")
+            task = fields.get("task") or "t2v"
             if task not in {"t2v", "uncond", "i2v", "a2v", "continue", "inpaint", "outpaint", "stylize",
                             "av-continue"}:
                 raise ValueError(f"task {task} cannot stream (it makes no video, or several clips)")
-            extra = sorted(set(fields) & {"num_samples", "sr", "seconds"})
+            extra = [name for name, default in (("num_samples", 1), ("sr", False), ("seconds", None))
+                     if fields.get(name, default) not in (default, None)]
             if extra:
                 raise ValueError(f"a stream is one sample without super-resolution; remove {', '.join(extra)}")
             with tempfile.TemporaryDirectory(prefix="vp-serve-") as scratch:
                 request = self._file_request(fields, Path(scratch))
                 request.check()
-                inputs = self._inputs(request)
+                inputs = read_inputs(self.pipeline, request)
             chunks = self.pipeline.stream(task=task, prompt=request.prompt, seed=request.seed,
                                           portrait=request.portrait, **inputs, **request.sampling)
-            first = next(chunks)
+            return chunks, next(chunks)
         except ValueError as error:
-            yield {"status": 400, "error": str(error), "replica": self.name}
-            return
-        yield {"status": 200, "replica": self.name}
-        try:
-            for chunk in itertools.chain([first], chunks):
-                frames = np.ascontiguousarray(chunk.frames)
-                yield {"latent_frame": chunk.latent_frame, "frames": len(frames), "height": frames.shape[1],
-                       "width": frames.shape[2], "rgb": base64.b64encode(frames.tobytes()).decode()}
-        finally:
-            chunks.close()
-        yield {"done": True}
+            return {"status": 400, "error": str(error), "replica": self.name}
 
     def info(self) -> dict:
         """The bundle's manifest summary."""
@@ -167,6 +186,3 @@ class Replica:
                            box=box, seed=fields.get("seed", 0), samples=fields.get("num_samples", 1),
                            seconds=fields.get("seconds"), portrait=bool(fields.get("portrait")),
                            sr=bool(fields.get("sr")), sampling=sampling, **files)
-
-    def _inputs(self, request: FileRequest) -> dict:
-        return read_inputs(self.pipeline, request)

@@ -63,7 +63,7 @@ def read_audio_bytes(data, folder, read_audio):
 
 
 def test_stream_sends_each_latent_frame(client):
-    chunks = list(client.stream(task="t2v", prompt="a red circle moving left", seed=1))
+    chunks = list(client.stream(task="t2v", prompt="a red circle moving left", seed=1, num_samples=1, sr=False))
     assert [c.latent_frame for c in chunks] == [0, 1, 2, 3, 4]
     assert sum(len(c.frames) for c in chunks) == 17 and chunks[0].frames.dtype == np.uint8
 
@@ -80,6 +80,22 @@ def test_bad_requests_are_4xx_with_the_clis_message(client, fields, status, mess
     with pytest.raises(ServeError) as error:
         client.generate(**fields)
     assert error.value.status == status and message in error.value.message
+
+
+def test_a_stream_refuses_what_it_cannot_do(client):
+    with pytest.raises(ServeError, match="a stream is one sample without super-resolution; remove num_samples"):
+        next(client.stream(task="t2v", prompt="a fox", num_samples=2))
+    with pytest.raises(ServeError, match="task t2i cannot stream"):
+        next(client.stream(task="t2i", prompt="a fox"))
+
+
+def test_a_client_that_leaves_a_stream_leaves_the_replica_serving(client):
+    """Closing the connection after the first latent frame cancels the stream on the replica, which
+    must close it cleanly (a step still running is waited for) and serve the next request."""
+    stream = client.stream(task="t2v", prompt="a fox", seed=3)
+    assert next(stream).latent_frame == 0
+    stream.close()
+    assert client.generate(task="t2i", prompt="a fox")[:4] == b"\x89PNG"
 
 
 def test_a_body_that_is_not_json(client):
