@@ -289,9 +289,10 @@ def soak(bundle, generations, warmup, backend, seed, out_dir, json_path):
               help="Requests waiting per replica; past that the service answers 503 with Retry-After.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 def serve(bundle, replicas, threads, port, host, address, queue, backend):
-    """Serve a bundle over HTTP on Ray Serve until Ctrl-C: POST /v1/generate (media bytes),
-    POST /v1/generate/stream (NDJSON, a line per latent frame), GET /healthz, GET /v1/info
+    """Serve a bundle over HTTP on Ray Serve until Ctrl-C (or SIGTERM): POST /v1/generate (media
+    bytes), POST /v1/generate/stream (NDJSON, a line per latent frame), GET /healthz, GET /v1/info
     (docs/serving.md). Needs the serve extra: pip install 'vp[serve]'."""
+    import signal
     import time
 
     try:
@@ -302,10 +303,15 @@ def serve(bundle, replicas, threads, port, host, address, queue, backend):
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"serving {bundle} at {url} with {replicas} replica(s); Ctrl-C stops")
+
+    def terminate(signum, frame):  # a service manager's stop: the same clean shutdown as Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        click.echo("stopping", err=True)
+        click.echo("stopping: Serve and Ray are shut down", err=True)
     finally:
         stop()

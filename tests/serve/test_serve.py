@@ -161,3 +161,14 @@ def test_serving_doc_client_example_runs(client, media, tmp_path, monkeypatch, c
     exec(compile(code.replace("http://127.0.0.1:8000", client.url), str(doc), "exec"), {})
     out = capsys.readouterr().out
     assert "4 (4, 64, 64, 3)" in out and "400 task t2v needs a prompt" in out
+
+
+def test_cli_refuses_bad_options_before_starting_ray(tmp_path):
+    from click.testing import CliRunner
+
+    from vp.runtime.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--bundle", str(tmp_path)])
+    assert result.exit_code == 1 and "has no manifest.json (make one with vp-export)" in result.output
+    result = CliRunner().invoke(main, ["serve", "--bundle", str(tmp_path), "--replicas", "0"])
+    assert result.exit_code == 1 and "replicas, threads and queue must be positive" in result.output
