@@ -32,7 +32,7 @@ from pathlib import Path
 from vp.engines.builder import EngineRecord, sha256_of
 from vp.engines.contract import Contract
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 TOKENIZER = "tokenizer.json"
 UNSIGNED = ("sampling", "config_sha256")  # what the manifest's own digest leaves out
 

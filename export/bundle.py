@@ -62,10 +62,10 @@ class ExportSummary:
     rows: list[SummaryRow] = field(default_factory=list)
 
     def table(self) -> str:
-        lines = [f"{'component':<16}{'ONNX MB':>10}{'engine MB':>11}{'seconds':>9}"]
+        lines = [f"{'component':<20}{'ONNX MB':>10}{'engine MB':>11}{'seconds':>9}"]
         for r in self.rows:
             engine = f"{r.engine_mb:.1f}" if r.engine_mb is not None else "-"
-            lines.append(f"{r.component:<16}{r.onnx_mb:>10.1f}{engine:>11}{r.seconds:>9.1f}")
+            lines.append(f"{r.component:<20}{r.onnx_mb:>10.1f}{engine:>11}{r.seconds:>9.1f}")
         return "\n".join(lines)
 
 

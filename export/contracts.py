@@ -10,8 +10,9 @@ import math
 
 from vp.engines.contract import DECODE, KV_POOL, LOGITS, NEW_KV, PREFILL, Contract, Profile, TensorSpec as T
 from vp.models.presets import Preset
+from vp.models.video_decoder_step import state_layout
 
-# Tokens per KV block: the pool is [num_blocks, BLOCK_SIZE, layers, 2, kv_heads, head_dim].
+# Tokens per KV block: the pool is [layers, 2, kv_heads, num_blocks, BLOCK_SIZE, head_dim] (vp.runtime.kv_pool).
 BLOCK_SIZE = 16
 # Sequences per call: cond + uncond branches of a few samples.
 MAX_BATCH = 8
@@ -20,7 +21,7 @@ MAX_BATCH = 8
 def llm_contract(preset: Preset) -> Contract:
     c = preset.llm
     max_blocks = math.ceil(c.max_seq_len / BLOCK_SIZE)
-    pool = ("num_blocks", BLOCK_SIZE, c.n_layers, 2, c.n_kv_heads, c.head_dim)
+    pool = (c.n_layers, 2, c.n_kv_heads, "num_blocks", BLOCK_SIZE, c.head_dim)
     blocks = (1, max_blocks, MAX_BATCH * max_blocks)
     return Contract(
         component="llm",
@@ -31,15 +32,15 @@ def llm_contract(preset: Preset) -> Contract:
               "text embeddings (projected), read where embed_mask is True"),
             T("embed_mask", "bool", ("batch", "tokens"), "True at text slots"),
             T("position_ids", "int64", ("batch", "tokens"), "absolute positions: context_lens + 0..T-1"),
-            T(KV_POOL, "float", pool, "the runtime's KV pool; K is stored after rotary"),
+            T(KV_POOL, "float", pool, "the runtime's KV pool, one plane per (layer, K/V, kv head); K is stored after rotary"),
             T("block_table", "int64", ("batch", "max_blocks"), "pool block of each logical block"),
             T("context_lens", "int64", ("batch",), "tokens already cached per sequence"),
             T("prefix_lens", "int64", ("batch",), "bidirectional prefix length per sequence"),
         ),
         outputs=(
             T(LOGITS, "float32", ("batch", c.vocab_size), "logits of the last new position"),
-            T(NEW_KV, "float", ("batch", "tokens", c.n_layers, 2, c.n_kv_heads, c.head_dim),
-              "K and V of the new positions, for the runtime to commit into the pool"),
+            T(NEW_KV, "float", (c.n_layers, 2, c.n_kv_heads, "batch", "tokens", c.head_dim),
+              "K (rotated) and V of the new positions in the pool's layout, for the runtime to commit"),
         ),
         profiles=(
             Profile(PREFILL, {"batch": (1, 1, 2), "tokens": (1, 128, c.max_seq_len),
@@ -78,7 +79,7 @@ def _latent_ranges(preset: Preset) -> dict[str, tuple[int, int, int]]:
     }
 
 
-def video_contracts(preset: Preset) -> tuple[Contract, Contract]:
+def video_contracts(preset: Preset) -> tuple[Contract, Contract, Contract]:
     f, s = preset.video_tokenizer.temporal_factor, preset.video_tokenizer.spatial_factor
     lat = _latent_ranges(preset)
     pixel = {"frames": tuple(1 + f * (t - 1) for t in lat["latent_frames"]),
@@ -92,7 +93,41 @@ def video_contracts(preset: Preset) -> tuple[Contract, Contract]:
                        inputs=(video,), outputs=(codes,), profiles=(Profile("main", {**batch, **pixel, **lat}),))
     decoder = Contract(component="video_decoder", doc="Codes -> video (the causal 3D CNN decoder).",
                        inputs=(codes,), outputs=(video,), profiles=(Profile("main", {**batch, **pixel, **lat}),))
-    return encoder, decoder
+    return encoder, decoder, decoder_step_contract(preset, lat, pixel)
+
+
+def decoder_step_contract(preset: Preset, lat: dict, pixel: dict) -> Contract:
+    """The video decoder one latent frame per call, carrying each convolution's state
+    (vp.models.video_decoder_step): what streaming runs."""
+    config = preset.video_tokenizer
+    layout = state_layout(config)
+
+    def grid(scale: int) -> tuple[str, str]:
+        return (("latent_height", "latent_width") if scale == 1 else
+                (f"latent_height_x{scale}", f"latent_width_x{scale}"))
+
+    scaled = {grid(s)[axis]: tuple(s * v for v in lat[name])
+              for s in {s for _, s in layout} if s > 1 for axis, name in enumerate(("latent_height", "latent_width"))}
+    states = [(c, 2, *grid(s)) for c, s in layout]
+    return Contract(
+        component="video_decoder_step",
+        doc="Codes of one latent frame + the decoder's causal state -> its frames + the next state.",
+        inputs=(
+            T("codes", "int64", ("batch", 1, "latent_height", "latent_width"), "LFQ codes of one latent frame"),
+            T("first", "bool", (1,), "True for the clip's first latent frame (its state is all zeros)"),
+            *(T(f"state_{i}", "float", ("batch", *shape), f"convolution {i}'s last two input frames")
+              for i, shape in enumerate(states)),
+        ),
+        outputs=(
+            T("video", "float", ("batch", 3, config.temporal_factor, "height", "width"),
+              "the latent frame's frames in [-1, 1]; of the first latent frame's, only the last is real"),
+            *(T(f"next_state_{i}", "float", ("batch", *shape), f"state_{i} for the next latent frame")
+              for i, shape in enumerate(states)),
+        ),
+        profiles=(Profile("main", {"batch": (1, 1, 2), "latent_height": lat["latent_height"],
+                                   "latent_width": lat["latent_width"], "height": pixel["height"],
+                                   "width": pixel["width"], **scaled}),),
+    )
 
 
 def audio_contracts(preset: Preset) -> tuple[Contract, Contract]:

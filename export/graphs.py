@@ -15,6 +15,7 @@ from vp.engines.contract import Contract
 from vp.export.llm_graph import PagedPrefixLM
 from vp.models.checkpoint import Models
 from vp.models.presets import Preset
+from vp.models.video_decoder_step import DecoderStep
 
 
 class MethodGraph(nn.Module):
@@ -33,6 +34,8 @@ def graph_for(component: str, models: Models) -> nn.Module:
     """The module whose forward is `component`'s contract."""
     if component == "llm":
         return PagedPrefixLM(models.llm)
+    if component == "video_decoder_step":
+        return DecoderStep(models.video_tokenizer)
     if component.startswith("superres_"):
         return models.superres[int(component.split("_")[1])]
     owner, method = {
@@ -58,6 +61,14 @@ def example_inputs(contract: Contract, dtype: torch.dtype, preset: Preset) -> tu
     dtypes = {"int64": torch.int64, "bool": torch.bool, "float32": torch.float32, "float": dtype}
     tensors = []
     for spec in contract.inputs:
-        shape = [d if isinstance(d, int) else small.get(d, max(2, profile.dims[d][1])) for d in spec.shape]
+        shape = [d if isinstance(d, int) else _small(d, small, profile) for d in spec.shape]
         tensors.append(torch.zeros(shape, dtype=dtypes[spec.dtype]))
     return tuple(tensors)
+
+
+def _small(axis: str, small: dict[str, int], profile) -> int:
+    """The traced size of a dynamic axis; `<axis>_x<s>` (a decoder state's grid) is s times <axis>'s."""
+    base, _, scale = axis.rpartition("_x")
+    if base in small and scale.isdigit():
+        return small[base] * int(scale)
+    return small.get(axis, max(2, profile.dims[axis][1]))

@@ -23,13 +23,13 @@ class PagedPrefixLM(nn.Module):
     input_embeds: [B, T, D] float  text embeddings, read where embed_mask is True
     embed_mask:   [B, T] bool
     position_ids: [B, T] int64   absolute positions (context_lens + 0..T-1)
-    kv_pool:      [num_blocks, block_size, layers, 2, kv_heads, head_dim] float
+    kv_pool:      [layers, 2, kv_heads, num_blocks, block_size, head_dim] float (vp.runtime.kv_pool)
     block_table:  [B, max_blocks] int64   pool block of each logical block
     context_lens: [B] int64      tokens already in the pool (positions 0..context_len-1)
     prefix_lens:  [B] int64      bidirectional prefix length (prefix-LM mask)
     ->
     logits:       [B, V] float32 of the last new position
-    new_kv:       [B, T, layers, 2, kv_heads, head_dim] K (rotated) and V of the new positions
+    new_kv:       [layers, 2, kv_heads, B, T, head_dim] K (rotated) and V of the new positions
     """
 
     def __init__(self, model: PrefixLM):
@@ -40,13 +40,16 @@ class PagedPrefixLM(nn.Module):
                 context_lens, prefix_lens):
         c = self.model.config
         B, T = input_ids.shape
-        block_size = kv_pool.shape[1]
-        past = kv_pool[block_table]  # (B, max_blocks, block_size, L, 2, KVH, hd)
-        past = past.reshape(B, -1, c.n_layers, 2, c.n_kv_heads, c.head_dim)  # (B, S, L, 2, KVH, hd)
+        num_blocks, block_size = kv_pool.shape[3], kv_pool.shape[4]
         S = block_table.shape[1] * block_size
-        past_pos = torch.arange(S, device=input_ids.device)[None].expand(B, S)
-        k_pos = torch.cat([past_pos, position_ids], dim=1)  # (B, S + T)
-        k_valid = torch.cat([past_pos < context_lens[:, None], torch.ones_like(position_ids, dtype=torch.bool)], 1)
+        past_pos = torch.arange(S, device=input_ids.device)  # (S,)
+        # Each layer gathers its past K and V with one Gather of whole blocks each, straight into the
+        # [B, KVH, S, hd] layout the attention multiplies with (vp.runtime.kv_pool: why this layout).
+        blocks = kv_pool.reshape(-1, block_size, c.head_dim)  # (L * 2 * KVH * num_blocks, bs, hd)
+        heads = torch.arange(c.n_kv_heads, device=input_ids.device)
+        head_blocks = heads[None, :, None] * num_blocks + block_table[:, None, :]  # (B, KVH, max_blocks)
+        k_pos = torch.cat([past_pos[None].expand(B, S), position_ids], dim=1)  # (B, S + T)
+        k_valid = torch.cat([past_pos[None] < context_lens[:, None], torch.ones_like(position_ids, dtype=torch.bool)], 1)
         mask = prefix_lm_mask(position_ids, k_pos, prefix_lens, k_valid)  # (B, 1, T, S + T)
         cos, sin = rotary(position_ids, c.head_dim, c.rope_theta)
         # One [D, V] tensor serves the token lookup and the tied output projection, so the
@@ -57,10 +60,11 @@ class PagedPrefixLM(nn.Module):
         x = torch.where(embed_mask[..., None], input_embeds.to(x.dtype), x)
         new = []
         for layer, block in enumerate(self.model.blocks):
-            past_k = past[:, :, layer, 0].transpose(1, 2).to(x.dtype)  # (B, KVH, S, hd)
-            past_v = past[:, :, layer, 1].transpose(1, 2).to(x.dtype)
+            k_blocks = head_blocks + 2 * layer * c.n_kv_heads * num_blocks  # in the layer's K planes
+            v_blocks = k_blocks + c.n_kv_heads * num_blocks  # in its V planes
+            past_k, past_v = (blocks[i].reshape(B, c.n_kv_heads, S, c.head_dim).to(x.dtype) for i in (k_blocks, v_blocks))
             x, k, v = block(x, cos, sin, mask, past_k, past_v)
-            new.append(torch.stack([k, v], dim=2))  # (B, KVH, 2, T, hd)
-        new_kv = torch.stack(new, dim=1).permute(0, 4, 1, 3, 2, 5)  # (B, T, L, 2, KVH, hd)
+            new.append(torch.stack([k, v]))  # (2, B, KVH, T, hd)
+        new_kv = torch.stack(new).transpose(2, 3)  # (L, 2, KVH, B, T, hd): the pool's layout
         logits = (self.model.norm(x[:, -1]) @ table).float()  # (B, V)
         return logits, new_kv.to(kv_pool.dtype)

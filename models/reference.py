@@ -27,7 +27,7 @@ from vp.runtime.conditioning import MediaSpec, fit_audio, frames_from_model, pre
 from vp.runtime.layout import SequenceBuilder
 from vp.runtime.request import MAX_SEED, check_count, check_media, check_prompt, check_task
 from vp.runtime.result import GenerationResult, Sample
-from vp.runtime.sampling import SamplingConfig, cfg_mix, make_rng, sample
+from vp.runtime.sampling import SamplingConfig, make_rng, sample_guided
 from vp.runtime.superres import SuperResStage, check_superres, check_upscale_input, super_resolve
 from vp.runtime.vocab import Task
 
@@ -176,8 +176,8 @@ def _decode(models: Models, branches, sampling: SamplingConfig, rng: np.random.G
                 if len(pending) == 1:
                     clock.step_end()
                 pending = []
-            mixed = cfg_mix(logits[0][None], logits[-1][None], sampling.cfg_scale if len(logits) > 1 else 1.0)
-            forced = int(sample(mixed, low=low, high=high, config=sampling, rng=rng)[0])
+            uncond = logits[1][None] if len(logits) > 1 else None
+            forced = int(sample_guided(logits[0][None], uncond, low=low, high=high, config=sampling, rngs=[rng])[0])
         out.append(forced)
         pending.append(forced)
         if on_token is not None:

@@ -20,10 +20,11 @@ import numpy as np
 from vp.runtime.bench_report import SCHEMA_VERSION
 from vp.runtime.latency import summarize, time_calls
 from vp.runtime.memory_floor import (
-    gpu_bandwidth_gbs, gpu_memory_used_bytes, host_bandwidth_gbs, kv_bytes, llm_weight_bytes,
+    gpu_bandwidth_gbs, gpu_memory_used_bytes, host_read_bandwidth_gbs, kv_bytes, llm_weight_bytes,
 )
 from vp.runtime.pipeline import Pipeline
 from vp.runtime.process_memory import peak_rss_mb
+from vp.runtime.video_stream import VideoDecodeStream
 from vp.runtime.vocab import Task
 _PROMPT_WORD = "fox"  # one tokenizer token per repetition (BERT and T5 vocabularies)
 
@@ -92,7 +93,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda s: N
     if task not in {Task.TEXT_TO_VIDEO, Task.TEXT_TO_IMAGE, Task.UNCONDITIONAL}:
         raise ValueError(f"vp bench measures t2v, t2i and uncond (tasks without media inputs), not {task.value}")
     progress("host memory bandwidth")
-    host = host_bandwidth_gbs()
+    host = host_read_bandwidth_gbs()
     gpu_before = gpu_memory_used_bytes()
     start = time.perf_counter()
     with Pipeline.load(config.bundle, backend=config.backend) as pipeline:
@@ -116,6 +117,7 @@ def _measure(pipeline: Pipeline, config: BenchConfig, task: Task, host: float, g
     prompt = _prompt(pipeline, config.prompt_len) if task is not Task.UNCONDITIONAL else ""
     runs = [_bench_batch(pipeline, task, prompt, batch, config, bandwidth, itemsize, progress)
             for batch in config.batch]
+    stream = _bench_stream(pipeline, task, prompt, config, progress)
     progress(f"prefix sharing ({config.share_samples} samples)")
     shared = pipeline.generate(task=task, prompt=prompt, seed=config.seed, num_samples=config.share_samples)
     st = shared.kv_stats
@@ -139,6 +141,7 @@ def _measure(pipeline: Pipeline, config: BenchConfig, task: Task, host: float, g
         "threads": int(os.environ.get("VP_THREADS", 0)) or os.cpu_count(),
         "load_ms": load_ms,
         "runs": runs,
+        "stream": stream,
         "sharing": {"samples": config.share_samples, "cfg": b.sampling.guided and bool(prompt),
                     "saved_blocks": st.saved_blocks,
                     "saved_bytes": st.saved_blocks * pipeline.kv_block_bytes,
@@ -156,23 +159,12 @@ def _measure(pipeline: Pipeline, config: BenchConfig, task: Task, host: float, g
 
 def _bench_batch(pipeline, task, prompt, batch, config, bandwidth, itemsize, progress) -> dict:
     b = pipeline.bundle
-    results, first_frame = [], []
+    results = []
     for i in range(config.warmup + config.iters):
         progress(f"batch {batch}: run {i + 1}/{config.warmup + config.iters}" + (" (warm-up)" if i < config.warmup else ""))
-        marks = {}
-        start = time.perf_counter()
-
-        def on_token(done, total, marks=marks):
-            marks[done] = time.perf_counter()
-
-        result = pipeline.generate(task=task, prompt=prompt, seed=config.seed + i, num_samples=batch,
-                                   on_token=on_token)
+        result = pipeline.generate(task=task, prompt=prompt, seed=config.seed + i, num_samples=batch)
         if i >= config.warmup:
             results.append(result)
-            layout = result.layout
-            if layout.video_grid is not None:
-                per_frame = layout.video_grid[1] * layout.video_grid[2]
-                first_frame.append((marks[1 + per_frame] - start) * 1e3)  # <bov_o> + one latent frame
     layout = results[0].layout
     sequences = batch * (2 if len(layout.prefix) and b.sampling.guided and prompt else 1)
     steps, backend = decode_steps(results)
@@ -183,8 +175,6 @@ def _bench_batch(pipeline, task, prompt, batch, config, bandwidth, itemsize, pro
     floor_ms = step_bytes / (bandwidth * 1e9) * 1e3
     t = lambda stage: [r.timings.get(stage, 0.0) for r in results]  # noqa: E731
     latent_frames = layout.video_grid[0] if layout.video_grid else 0
-    decode_1 = time_calls(lambda: pipeline.decode_video(np.zeros((1, *layout.video_grid[1:]), np.int64)),
-                          config.warmup, config.iters) if latent_frames else None
     media_seconds = batch * (b.manifest.clip["frames"] / b.media.fps if latent_frames > 1 else 0)
     total = np.asarray(t("total"))
     run = {
@@ -202,16 +192,43 @@ def _bench_batch(pipeline, task, prompt, batch, config, bandwidth, itemsize, pro
                   "device": "gpu" if pipeline.backend.on_gpu else "host"},
         "video_decoder_ms_per_latent_frame": (float(np.median(t("video_decoder"))) / latent_frames / batch
                                               if latent_frames else None),
-        "video_decoder_one_latent_frame": decode_1,
         "audio_decoder": summarize(t("audio_decoder")) if layout.audio_frames else None,
         "end_to_end": summarize(total),
-        "time_to_first_frame_ms": (float(np.median(first_frame)) + decode_1["median_ms"]) if first_frame else None,
         "real_time_factor": float(media_seconds / (np.median(total) / 1e3)) if media_seconds else None,
         "kv": asdict(results[-1].kv_stats),
         "superres": _bench_superres(pipeline, layout, config) if b.superres_stages and task is
         Task.TEXT_TO_VIDEO and batch == config.batch[0] else None,
     }
     return run
+
+
+def _bench_stream(pipeline, task, prompt, config, progress) -> dict | None:
+    """Pipeline.stream (one sample): the time from the call to its first frames, and the video decoding
+    it does (every latent frame once, vp.runtime.video_stream) against one whole-clip decode."""
+    grid = pipeline.bundle.geometry.video_grid
+    if task is not Task.TEXT_TO_VIDEO or grid[0] < 2:
+        return None
+    first = []
+    for i in range(config.warmup + config.iters):
+        progress(f"stream: run {i + 1}/{config.warmup + config.iters}" + (" (warm-up)" if i < config.warmup else ""))
+        start = time.perf_counter()
+        chunks = pipeline.stream(task=task, prompt=prompt, seed=config.seed + i)
+        next(chunks)
+        if i >= config.warmup:
+            first.append((time.perf_counter() - start) * 1e3)
+        chunks.close()
+    codes = np.random.default_rng(config.seed).integers(0, pipeline.bundle.vocab.visual_codes, grid)
+    step = pipeline.session("video_decoder_step")
+
+    def streamed():
+        decoder = VideoDecodeStream(step, *grid[1:])
+        for latent_frame in codes:
+            decoder.push(latent_frame)
+
+    whole = time_calls(lambda: pipeline.decode_video(codes), config.warmup, config.iters)
+    stepped = time_calls(streamed, config.warmup, config.iters)
+    return {"time_to_first_frame": summarize(first), "decode_whole_clip": whole, "decode_streamed": stepped,
+            "decode_ratio": stepped["median_ms"] / whole["median_ms"]}
 
 
 def decode_steps(results) -> tuple[np.ndarray, np.ndarray]:

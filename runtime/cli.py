@@ -30,9 +30,11 @@ def cache_dir() -> Path:
 def default_bundle() -> Path:
     """The default preset's bundle in the cache, exported on first use (needs `vp[export]`).
 
-    The folder is named for the shipped weights' digest, so a vp upgrade that ships new weights
-    exports a new bundle instead of running the old one."""
-    bundle = cache_dir() / "bundles" / f"{DEFAULT_PRESET}-{_shipped_weights_digest()}"
+    The folder is named for the bundle format version and the shipped weights' digest, so a vp
+    upgrade that changes either exports a new bundle instead of refusing or running the old one."""
+    from vp.engines.manifest import FORMAT_VERSION
+
+    bundle = cache_dir() / "bundles" / f"{DEFAULT_PRESET}-v{FORMAT_VERSION}-{_shipped_weights_digest()}"
     if (bundle / "manifest.json").is_file():
         return bundle
     try:

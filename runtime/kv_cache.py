@@ -1,17 +1,17 @@
 """Paged KV cache bookkeeping: which pool block holds which sequence's tokens.
 
-The KV pool itself, `[num_blocks, block_size, layers, 2, kv_heads, head_dim]`
-(a numpy array for ONNX Runtime, device memory for TensorRT), belongs to the
-backend; this module only hands out block ids, so one piece of code drives both.
-Token slot `s = block_id * block_size + offset` indexes the pool viewed as
-`[num_blocks * block_size, layers, 2, kv_heads, head_dim]`.
+The KV pool itself (a numpy array for ONNX Runtime, device memory for
+TensorRT; its layout is vp.runtime.kv_pool's) belongs to the backend; this
+module only hands out block ids, so one piece of code drives both. Token slot
+`s = block_id * block_size + offset`.
 
 One step of a sequence, as the engine loop runs it:
 
     alloc = manager.allocate_slots(seq, T)      # may copy-on-write the last block
-    for src, dst in alloc.copies: pool[dst] = pool[src]   # before the graph reads it
-    run graph with manager.block_table([seq]), manager.context_lens([seq]) -> new_kv
-    pool.reshape(-1, ...)[alloc.slots] = new_kv[0]
+    for src, dst in alloc.copies: copy block src onto dst in the pool   # before the graph reads it
+    table.sync(seq, alloc.first_changed)        # the engine's block_table (BatchBlockTable)
+    run graph with table.input([seq], ...), manager.context_lens([seq]) -> new_kv
+    commit new_kv into the pool at alloc.slots  # vp.runtime.kv_pool
     manager.commit(seq, ids)                    # the T ids just written
 
 Prefix sharing. VideoPoet is a prefix LM: attention is bidirectional inside the
@@ -139,10 +139,13 @@ class BlockTable:
 class SlotAllocation:
     """slots: [T] int64 pool slots of the T new tokens, in order.
     copies: (src_block, dst_block) pairs to copy in the pool before the graph
-    runs or anything is written (copy-on-write of a shared partial block)."""
+    runs or anything is written (copy-on-write of a shared partial block).
+    first_changed: the first logical block whose pool block is new (appended or
+    copied on write); the table's blocks before it are as they were."""
 
     slots: np.ndarray
     copies: list[tuple[int, int]]
+    first_changed: int
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,7 @@ class KVCacheManager:
                 f"build the manager with more blocks or lower num_samples (vp generate --samples)"
             )
         copies = []
+        first_changed = len(table.block_ids) - cow
         if cow:
             fresh = self.pool.allocate()
             copies.append((last.block_id, fresh.block_id))
@@ -227,13 +231,13 @@ class KVCacheManager:
             table.block_ids[-1] = fresh.block_id
         while len(table.block_ids) * bs < end:
             table.block_ids.append(self.pool.allocate().block_id)
-        positions = np.arange(start, end, dtype=np.int64)
-        slots = np.asarray(table.block_ids, np.int64)[positions // bs] * bs + positions % bs
         written = table.block_ids[start // bs : -(-end // bs)] if num_new_tokens else []
         if any(self.pool.blocks[b].ref_count != 1 for b in written):
             raise RuntimeError(f"sequence {seq_id!r} would write into a shared block")
+        positions = np.arange(start, end, dtype=np.int64)
+        slots = np.asarray(written, np.int64)[positions // bs - start // bs] * bs + positions % bs
         table.num_tokens = end
-        return SlotAllocation(slots, copies)
+        return SlotAllocation(slots, copies, first_changed)
 
     def commit(self, seq_id: Hashable, token_ids: np.ndarray) -> None:
         """Record that the K/V of the next len(token_ids) allocated slots are written.
@@ -252,19 +256,6 @@ class KVCacheManager:
         for i in range(start // self.block_size, min(end // self.block_size, len(table.block_hashes))):
             self.pool.register(self.pool.blocks[table.block_ids[i]], table.block_hashes[i])
         table.num_computed = end
-
-    def block_table(self, seq_ids: Sequence[Hashable], max_blocks: int | None = None) -> np.ndarray:
-        """[B, max_blocks] int64 pool block ids, padded with 0 (the graph masks by
-        context length); max_blocks defaults to the longest table."""
-        tables = [self._table(s) for s in seq_ids]
-        longest = max((len(t.block_ids) for t in tables), default=0)
-        width = longest if max_blocks is None else max_blocks
-        if width < longest:
-            raise ValueError(f"max_blocks {max_blocks} is below the longest block table ({longest})")
-        out = np.zeros((len(tables), width), np.int64)
-        for row, table in zip(out, tables):
-            row[: len(table.block_ids)] = table.block_ids
-        return out
 
     def context_lens(self, seq_ids: Sequence[Hashable]) -> np.ndarray:
         """[B] int64 tokens whose K/V are in the pool (committed)."""

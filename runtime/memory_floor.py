@@ -5,9 +5,11 @@ context; at the memory bandwidth of the device the backend computes on (the
 host's for ONNX Runtime on a CPU, the GPU's for TensorRT and ONNX Runtime's CUDA
 provider), that takes bytes / bandwidth, whatever the code does.
 
-Both probes time a large copy (read + write) and run outside this process's
-memory figures: the host probe in a child process (its buffers never count in
-vp bench's peak RSS), the GPU probe in device memory it frees before returning.
+The host probe times a streaming read on every core (what a CPU decode step
+does: read weights and K/V, write almost nothing; a copy's read + write figure
+understated it), in a child process so that its buffers never count in vp
+bench's peak RSS. The GPU probe times a device-to-device copy (read + write) in
+device memory it frees before returning.
 """
 
 from __future__ import annotations
@@ -16,14 +18,20 @@ import subprocess
 import sys
 
 
-def host_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
-    """Host memory bandwidth (read + write) of a large numpy copy, best of `repeats`, GB/s."""
+def host_read_bandwidth_gbs(megabytes: int = 512, repeats: int = 5, threads: int | None = None) -> float:
+    """Host memory read bandwidth: a streaming read (a sum) of a large float32 array split over
+    `threads` threads (default: every core), best of `repeats`, GB/s. A decode step on the CPU
+    reads its weights and K/V and writes almost nothing, so this is its floor's bandwidth."""
     code = (
-        "import time, numpy as np\n"
-        f"src = np.ones({megabytes} * 2**20 // 8); dst = np.empty_like(src); best = float('inf')\n"
-        f"for _ in range({repeats}):\n"
-        "    start = time.perf_counter(); np.copyto(dst, src); best = min(best, time.perf_counter() - start)\n"
-        "print(2 * src.nbytes / best / 1e9)\n"
+        "import os, time, numpy as np\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        f"threads = {threads!r} or os.cpu_count()\n"
+        f"parts = np.array_split(np.ones({megabytes} * 2**20 // 4, np.float32), threads); best = float('inf')\n"
+        "with ThreadPoolExecutor(threads) as pool:\n"
+        "    list(pool.map(np.sum, parts))\n"  # numpy sums outside the GIL
+        f"    for _ in range({repeats}):\n"
+        "        start = time.perf_counter(); list(pool.map(np.sum, parts)); best = min(best, time.perf_counter() - start)\n"
+        f"print({megabytes} * 2**20 / best / 1e9)\n"
     )
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)

@@ -30,6 +30,7 @@ from vp.runtime.backends import open_backend
 from vp.runtime.bundle import Bundle
 from vp.runtime.conditioning import fit_audio, frames_from_model, prepare_media, video_to_model
 from vp.runtime.kv_cache import KVStats
+from vp.runtime.kv_pool import KVPoolLayout
 from vp.runtime.kv_reservations import KVReservations
 from vp.runtime.request import MAX_SEED, check_count, check_media, check_prompt, check_task
 from vp.runtime.result import FrameChunk, GenerationResult, Sample
@@ -37,6 +38,7 @@ from vp.runtime.sampling import SamplingConfig, make_rng
 from vp.runtime.superres import SuperResStage, check_superres, check_upscale_input, super_resolve
 from vp.runtime.token_generator import Branch, LoopTimings, TokenGenerator
 from vp.runtime.layout import SequenceLayout
+from vp.runtime.video_stream import VideoDecodeStream
 from vp.runtime.vocab import Task
 
 log = logging.getLogger("vp.runtime")
@@ -63,7 +65,7 @@ class Pipeline:
         if "llm" not in bundle.manifest.components:
             raise ValueError(f"bundle {bundle.path} has no llm graph; export it with vp-export (all components)")
         llm = bundle.manifest.components["llm"].contract
-        self.block_size = llm.input(KV_POOL).shape[1]
+        self.block_size = KVPoolLayout.from_shape(llm.input(KV_POOL).shape).block_size
         self._kv = KVReservations(backend, self.block_size, self._lock)
         self._batches = (llm.profile(DECODE).dims["batch"][2], llm.profile(PREFILL).dims["batch"][2])
         self.d_model = bundle.manifest.preset["llm"]["d_model"]
@@ -160,8 +162,8 @@ class Pipeline:
 
     def stream(self, *, on_token: Callable[[int, int], None] | None = None, **kwargs) -> Iterator[FrameChunk]:
         """generate() (same keywords) that yields the frames of each latent frame as soon as
-        the LLM has produced it (the causal decoder makes them final). One sample, no
-        super-resolution."""
+        the LLM has produced it, decoding each latent frame once (the causal decoder makes them
+        final; vp.runtime.video_stream). One sample, no super-resolution."""
         args = dict(_GENERATE_DEFAULTS)
         overrides = {k: v for k, v in kwargs.items() if k not in args}
         args.update({k: v for k, v in kwargs.items() if k in args}, sampling_overrides=overrides)
@@ -171,21 +173,19 @@ class Pipeline:
         layout, vocab = run.layout, self.bundle.vocab
         if layout.video_grid is None:
             raise ValueError(f"task {layout.task.value} generates no video to stream")
-        per_frame = layout.video_grid[1] * layout.video_grid[2]
+        grid = tuple(layout.video_grid[1:])
+        decoder = VideoDecodeStream(self.session("video_decoder_step"), *grid)
         lo, hi = vocab.visual_range()
         codes: list[int] = []
-        done = 0
+        latent_frame = 0
         for position, ids in enumerate(self._token_stream(run)):
             if on_token:
                 on_token(position + 1, layout.output_len)
             if lo <= ids[0] < hi:
                 codes.append(int(ids[0]) - lo)
-                if len(codes) % per_frame == 0:
-                    t = len(codes) // per_frame
-                    grid = (t, *layout.video_grid[1:])
-                    frames = self.decode_video(np.array(codes).reshape(grid))
-                    yield FrameChunk(latent_frame=t - 1, frames=frames[done:])
-                    done = len(frames)
+                if len(codes) == grid[0] * grid[1]:
+                    yield FrameChunk(latent_frame=latent_frame, frames=decoder.push(np.array(codes).reshape(grid)))
+                    codes, latent_frame = [], latent_frame + 1
 
     def reconstruct(self, video: np.ndarray) -> np.ndarray:
         """A clip (video [T, H, W, 3] uint8 of the bundle's size, T = 1 + 4k) through the video
@@ -223,8 +223,8 @@ class Pipeline:
     def kv_block_bytes(self) -> int:
         """Bytes of one KV block (block_size tokens of every layer's K and V)."""
         llm = self.bundle.manifest.components["llm"]
-        pool = llm.contract.input(KV_POOL)
-        return math.prod(pool.shape[1:]) * (2 if llm.precision == "fp16" else 4)
+        layout = KVPoolLayout.from_shape(llm.contract.input(KV_POOL).shape)
+        return layout.block_elements * (2 if llm.precision == "fp16" else 4)
 
     @property
     def kv_pool_bytes(self) -> int:

@@ -1,8 +1,8 @@
 """Token sampling shared by the torch reference and the lean runtime.
 
 numpy only, so that a seeded reference run and a seeded runtime run draw the
-same tokens from the same logits: both call `sample` with a
-`numpy.random.Generator` made by `make_rng(seed)`.
+same tokens from the same logits: both call `sample` with one
+`numpy.random.Generator` per sample, made by `make_rng(seed)`.
 
 The paper leaves temperature, top-k, top-p and the LLM's CFG scale open; the
 defaults below are vp's choice and travel in each bundle's manifest.
@@ -10,6 +10,7 @@ defaults below are vp's choice and travel in each bundle's manifest.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -64,7 +65,7 @@ def make_rng(seed: int) -> np.random.Generator:
 
 
 def cfg_mix(cond: np.ndarray, uncond: np.ndarray, scale: float) -> np.ndarray:
-    """Classifier-free guidance: uncond + scale * (cond - uncond), in float32."""
+    """Classifier-free guidance: uncond + scale * (cond - uncond), in float32 (rows mix independently)."""
     cond = np.asarray(cond, np.float32)
     if scale == 1.0:
         return cond
@@ -78,59 +79,104 @@ def sample(
     low: int,
     high: int,
     config: SamplingConfig,
-    rng: np.random.Generator,
+    rngs: Sequence[np.random.Generator],
 ) -> np.ndarray:
-    """Draw one id per row from `logits` restricted to the ids [low, high).
+    """Draw one id per row from `logits` restricted to the ids [low, high), row i with rngs[i].
 
-    logits: [B, V] float. Returns ids: [B] int64, every one in [low, high).
-    The restriction is how the layout keeps visual ids inside the video block
-    and each audio level inside its own range. A non-greedy draw consumes
-    exactly one uniform number per row from `rng`.
+    logits: [B, V] float (a view of the window is taken, never a copy of V).
+    Returns ids: [B] int64, every one in [low, high). The restriction is how the
+    layout keeps visual ids inside the video block and each audio level inside
+    its own range.
+
+    Greedy (temperature 0) is the first argmax. Otherwise, in float32: scale by
+    1 / temperature, exponentiate against the row max (an id less likely than
+    e^-80 of the max counts as e^-80: nothing a float32 sum of fewer than 10^27
+    ids could tell apart, and exp in subnormals is slow), and draw by rejection,
+    never sorting (the kept set of top-k / top-p is a threshold on the
+    probability, found from the draws themselves):
+
+    - the kept set K: the ids i for which fewer than top_k ids are more likely
+      (top_k > 0) and the mass of the ids more likely than i is below top_p
+      (ids tied at the boundary are all kept);
+    - draw j from the row restricted to the ids above the pivot (at first all)
+      by inverse CDF in id order (one uniform number from the row's generator;
+      block sums, then one block); j is in K -> accept. Otherwise every id at
+      most as likely as j is outside K too: the pivot rises to p_j and the row
+      draws again.
+
+    This draws from the distribution restricted to K exactly; a draw is
+    accepted with probability >= top_p, so a row takes about 1 / top_p
+    draws, each a few passes over the window (no sort, no cumulative sum of it).
     """
     logits = np.asarray(logits)
     if logits.ndim != 2:
         raise ValueError(f"logits [B, V]: expected 2 dims, got shape {logits.shape}")
     if not 0 <= low < high <= logits.shape[1]:
         raise ValueError(f"id range [{low}, {high}) does not fit a vocabulary of {logits.shape[1]}")
-    window = logits[:, low:high].astype(np.float64)  # (B, high - low)
+    if len(rngs) != logits.shape[0]:
+        raise ValueError(f"{logits.shape[0]} rows of logits need as many generators, got {len(rngs)}")
+    window = logits[:, low:high]  # (B, W), a view
     if config.temperature == 0:
         return window.argmax(axis=1).astype(np.int64) + low
-    window = window / config.temperature
-    if 0 < config.top_k < window.shape[1]:
-        kth = np.partition(window, -config.top_k, axis=1)[:, -config.top_k][:, None]
-        window = np.where(window < kth, -np.inf, window)
-    probs = np.exp(window - window.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    if config.top_p < 1.0:
-        drop = np.stack([_outside_top_p(row, config.top_p) for row in probs])
-        probs = np.where(drop, 0.0, probs)
-        probs /= probs.sum(axis=1, keepdims=True)
-    cdf = np.cumsum(probs, axis=1)
-    u = rng.random(probs.shape[0])[:, None] * cdf[:, -1:]
-    ids = (cdf <= u).sum(axis=1)
-    return np.minimum(ids, probs.shape[1] - 1).astype(np.int64) + low
+    x = np.asarray(window, np.float32)
+    if config.temperature != 1.0:
+        x = x * np.float32(1.0 / config.temperature)
+    weights = np.subtract(x, x.max(axis=1, keepdims=True), dtype=np.float32)
+    np.maximum(weights, _FLOOR, out=weights)  # keeps exp out of float32's subnormals (slow to compute)
+    np.exp(weights, out=weights)  # (B, W) in [e^-80, 1], 1 at each row's max
+    ids = np.array([_draw(row, config, rng) for row, rng in zip(weights, rngs)], np.int64)
+    return ids + low
 
 
-def _outside_top_p(probs: np.ndarray, top_p: float, head: int = 256) -> np.ndarray:
-    """[n] bool: the ids outside the smallest most-likely set whose mass reaches top_p.
+def sample_guided(
+    cond: np.ndarray,
+    uncond: np.ndarray | None,
+    *,
+    low: int,
+    high: int,
+    config: SamplingConfig,
+    rngs: Sequence[np.random.Generator],
+) -> np.ndarray:
+    """`sample` from the CFG mix of cond and uncond [B, V] at config.cfg_scale, mixed over the id
+    range [low, high) only; uncond None: no guidance. ids [B] int64."""
+    if uncond is None or not config.guided:
+        return sample(cond, low=low, high=high, config=config, rngs=rngs)
+    mixed = cfg_mix(np.asarray(cond)[:, low:high], np.asarray(uncond)[:, low:high], config.cfg_scale)
+    return sample(mixed, low=0, high=high - low, config=config, rngs=rngs) + low
 
-    Ids are ranked by probability, ties by id (a stable sort of all n ids); an id
-    is kept while the mass ranked before it is below top_p. Sorting only the most
-    likely `head` ids (and every id tied with the last of them) gives the same
-    set whenever they hold top_p of the mass, which is the common case: a full
-    sort of the 16k visual ids was most of a decode step's runtime overhead.
-    """
-    if head < probs.size:
-        top = np.argpartition(probs, probs.size - head)[probs.size - head:]
-        candidates = np.flatnonzero(probs >= probs[top].min())
-        if probs[candidates].sum() >= top_p:
-            order = candidates[np.lexsort((candidates, -probs[candidates]))]
-            before = np.cumsum(probs[order]) - probs[order]
-            drop = np.ones(probs.size, bool)
-            drop[order[before < top_p]] = False
-            return drop
-    order = np.argsort(-probs, kind="stable")
-    before = np.cumsum(probs[order]) - probs[order]
-    drop = np.zeros(probs.size, bool)
-    drop[order] = before >= top_p
-    return drop
+
+_BLOCK = 1024  # ids per block of the inverse-CDF draw
+_FLOOR = np.float32(-80.0)  # log-probabilities below the row max by more count as -80: e^-80 = 1.8e-35
+
+
+def _draw(weights: np.ndarray, config: SamplingConfig, rng: np.random.Generator) -> int:
+    """One id from the unnormalized probabilities `weights` [W] float32, restricted to the kept set."""
+    top_k = config.top_k if 0 < config.top_k < weights.size else 0
+    cut = config.top_p < 1.0
+    mass = float(weights.sum()) * config.top_p if cut else 0.0
+    excess = np.empty_like(weights)
+    pivot = None  # draws come from the ids with weight > pivot
+    while True:
+        j = _inverse_cdf(weights if pivot is None else np.where(weights > pivot, weights, 0), rng)
+        # the ids more likely than j: their count and mass, as sum(max(w - w_j, 0)) + count * w_j
+        # (two passes that vectorize; a boolean-masked sum is ten times slower)
+        np.subtract(weights, weights[j], out=excess)
+        np.maximum(excess, 0, out=excess)
+        count = np.count_nonzero(excess)
+        if (not top_k or count < top_k) and (not cut or float(excess.sum()) + count * float(weights[j]) < mass):
+            return j
+        pivot = weights[j]
+
+
+def _inverse_cdf(weights: np.ndarray, rng: np.random.Generator) -> int:
+    """The id j (weights[j] > 0) where one uniform number falls on the cumulative weights, in id order."""
+    starts = np.arange(0, weights.size, _BLOCK)
+    blocks = np.cumsum(np.add.reduceat(weights, starts), dtype=np.float64)
+    target = rng.random() * blocks[-1]
+    b = min(int(np.searchsorted(blocks, target, side="right")), len(starts) - 1)
+    inside = weights[starts[b]:starts[b] + _BLOCK]
+    cum = np.cumsum(inside, dtype=np.float64) + (blocks[b - 1] if b else 0.0)
+    i = min(int(np.searchsorted(cum, target, side="right")), inside.size - 1)
+    if inside[i] == 0:  # rounding ran past the last id with weight in the block: take that id
+        i = int(np.flatnonzero(inside)[-1])
+    return int(starts[b]) + i

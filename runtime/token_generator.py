@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vp.runtime.backends.base import LLMBatch, PagedLLM
+from vp.runtime.batch_block_table import BatchBlockTable
 from vp.runtime.kv_cache import KVCacheManager, KVStats
-from vp.runtime.sampling import SamplingConfig, cfg_mix, sample
+from vp.runtime.sampling import SamplingConfig, sample_guided
 from vp.runtime.layout import SequenceLayout
 
 
@@ -91,9 +92,11 @@ class TokenGenerator:
         """
         layout = branches[0].layout
         seqs = [[(run, b, i) for i in range(num_samples)] for b in range(len(branches))]  # [branch][sample]
+        capacity = max(math.ceil(branch.layout.total_len / self.block_size) for branch in branches)
+        table = BatchBlockTable(self.manager, [seq for branch_seqs in seqs for seq in branch_seqs], capacity)
         try:
             start = clock()
-            logits = [self._prefill(seqs[b], branch) for b, branch in enumerate(branches)]  # [branch] (N, V)
+            logits = [self._prefill(table, seqs[b], branch) for b, branch in enumerate(branches)]  # [branch] (N, V)
             timings.prefill_ms += (clock() - start) * 1e3
             pending = np.zeros((num_samples, 0), np.int64)
             for forced, low, high in layout.positions():
@@ -103,7 +106,7 @@ class TokenGenerator:
                     if pending.shape[1]:
                         start = clock()
                         backend = self.backend_ms
-                        logits = self._feed(seqs, pending)
+                        logits = self._feed(table, seqs, pending)
                         end = clock()
                         timings.decode_ms += (end - start) * 1e3
                         timings.decode_steps += 1
@@ -111,11 +114,8 @@ class TokenGenerator:
                         timings.step_tokens.append(pending.shape[1])
                         timings.backend_ms.append(self.backend_ms - backend)
                         pending = pending[:, :0]
-                    scale = sampling.cfg_scale if len(branches) > 1 else 1.0
-                    ids = np.array([
-                        sample(cfg_mix(logits[0][i:i + 1], logits[-1][i:i + 1], scale),
-                               low=low, high=high, config=sampling, rng=rngs[i])[0]
-                        for i in range(num_samples)], np.int64)
+                    ids = sample_guided(logits[0], logits[1] if len(branches) > 1 else None,
+                                        low=low, high=high, config=sampling, rngs=rngs)
                 pending = np.concatenate([pending, ids[:, None]], axis=1)
                 yield ids
         finally:
@@ -125,24 +125,26 @@ class TokenGenerator:
                     if seq in self.manager.tables:
                         self.manager.free(seq)
 
-    def _prefill(self, seqs: list, branch: Branch) -> np.ndarray:
+    def _prefill(self, table: BatchBlockTable, seqs: list, branch: Branch) -> np.ndarray:
         """Prefill the branch's prefix once (reusing cached blocks) into seqs[0], fork it to the
         other sequences of seqs; logits [N, V]."""
         layout = branch.layout
         key = b"" if branch.text is None else hashlib.sha256(np.ascontiguousarray(branch.text).tobytes()).digest()
         first = seqs[0]
         cached = self.manager.add_sequence(first, layout.prefix, extra_key=key)
+        table.sync(first)
         embeds = np.zeros((1, layout.prefix_len, self.d_model), np.float32)
         if branch.text is not None:
             embeds[0, layout.text_start:layout.text_start + layout.text_len] = branch.text[:layout.text_len]
         new = slice(cached, layout.prefix_len)
-        logits = self._call([first], layout.prefix[None, new], embeds[:, new], layout.text_mask()[None, new],
+        logits = self._call(table, [first], layout.prefix[None, new], embeds[:, new], layout.text_mask()[None, new],
                             prefix_lens=[layout.prefix_len])
         for seq in seqs[1:]:
             self.manager.fork(first, seq)
+            table.sync(seq)
         return np.repeat(logits, len(seqs), axis=0)
 
-    def _feed(self, seqs, pending: np.ndarray) -> list[np.ndarray]:
+    def _feed(self, table: BatchBlockTable, seqs, pending: np.ndarray) -> list[np.ndarray]:
         """Append pending [N, T] ids to every branch's sequences; per branch, logits [N, V]."""
         flat = [seq for branch_seqs in seqs for seq in branch_seqs]
         ids = np.concatenate([pending] * len(seqs))  # (branches * N, T)
@@ -154,12 +156,13 @@ class TokenGenerator:
             chunk = slice(lo, lo + step)
             embeds = np.zeros((len(flat[chunk]), T, self.d_model), np.float32)
             mask = np.zeros((len(flat[chunk]), T), bool)
-            out.append(self._call(flat[chunk], ids[chunk], embeds, mask, prefix_lens[chunk]))
+            out.append(self._call(table, flat[chunk], ids[chunk], embeds, mask, prefix_lens[chunk]))
         logits = np.concatenate(out)
         n = pending.shape[0]
         return [logits[b * n:(b + 1) * n] for b in range(len(seqs))]
 
-    def _call(self, seqs, ids: np.ndarray, embeds: np.ndarray, embed_mask: np.ndarray, prefix_lens) -> np.ndarray:
+    def _call(self, table: BatchBlockTable, seqs, ids: np.ndarray, embeds: np.ndarray, embed_mask: np.ndarray,
+              prefix_lens) -> np.ndarray:
         """One engine call over `seqs` (same T each): allocate slots, copy-on-write, run, commit."""
         T = ids.shape[1]
         context = self.manager.context_lens(seqs)
@@ -168,13 +171,14 @@ class TokenGenerator:
             allocation = self.manager.allocate_slots(seq, T)
             for src, dst in allocation.copies:
                 self.llm.copy_block(src, dst)
+            table.sync(seq, allocation.first_changed)
             slots.append(allocation.slots)
         batch = LLMBatch(
             input_ids=np.ascontiguousarray(ids, np.int64),
             input_embeds=embeds,
             embed_mask=embed_mask,
             position_ids=context[:, None] + np.arange(T)[None],
-            block_table=self.manager.block_table(seqs),
+            block_table=table.input(seqs, context),
             context_lens=context,
             prefix_lens=np.asarray(prefix_lens, np.int64),
             slots=np.stack(slots),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from vp.engines.contract import DECODE, KV_POOL, PREFILL, Contract
+from vp.runtime.kv_pool import KVPoolLayout
 
 _NUMPY = {"int64": np.int64, "bool": np.bool_, "float32": np.float32}
 
@@ -76,7 +77,7 @@ class LLMBatch:
 
 
 class PagedLLM(ABC):
-    """The LLM with its KV pool [num_blocks, block_size, layers, 2, kv_heads, head_dim].
+    """The LLM with its KV pool [layers, 2, kv_heads, num_blocks, block_size, head_dim] (vp.runtime.kv_pool).
 
     forward() runs one call and commits the new K/V into the pool at `slots`;
     copy_block() serves copy-on-write. Invariant: after forward() returns,
@@ -94,15 +95,14 @@ class PagedLLM(ABC):
         self.prefill_profile = contract.profile_index(PREFILL)
         self.decode_profile = contract.profile_index(DECODE)
         self.decode_batch = contract.profiles[self.decode_profile].dims["batch"][2]
-        pool = contract.input(KV_POOL)
-        self.block_shape = tuple(pool.shape[1:])  # (block_size, layers, 2, kv_heads, head_dim)
+        self.layout = KVPoolLayout.from_shape(contract.input(KV_POOL).shape)
         self.num_blocks = num_blocks
         self.dtype = numpy_dtype("float", precision)
         self.embed_dtype = self.dtype
 
     @property
     def pool_bytes(self) -> int:
-        return self.num_blocks * int(np.prod(self.block_shape)) * np.dtype(self.dtype).itemsize
+        return self.num_blocks * self.layout.block_elements * np.dtype(self.dtype).itemsize
 
     @abstractmethod
     def forward(self, batch: LLMBatch) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
+from vp.runtime.kv_pool import Copy2D
 
 
 def load_cudart():
@@ -37,12 +37,9 @@ def gpu_compute_capability() -> int | None:
     return props.major * 10 + props.minor
 
 
-def commit_slots(cudart, pool: int, new_kv: int, slots: np.ndarray, slot_bytes: int, stream) -> None:
-    """Device rows new_kv[i] -> pool slot slots[i]: one device-to-device copy per run of
-    consecutive slots (a prefill chunk is a few runs, a decode step one copy per sequence)."""
+def copy_2d(cudart, dst: int, src: int, copies: list[Copy2D], stream) -> None:
+    """Enqueue device-to-device strided copies (vp.runtime.kv_pool) between the buffers at dst and src."""
     kind = cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
-    breaks = np.flatnonzero(np.diff(slots) != 1) + 1
-    for run in np.split(np.arange(len(slots)), breaks):
-        src = new_kv + int(run[0]) * slot_bytes
-        dst = pool + int(slots[run[0]]) * slot_bytes
-        check(cudart.cudaMemcpyAsync(dst, src, len(run) * slot_bytes, kind, stream))
+    for c in copies:
+        check(cudart.cudaMemcpy2DAsync(dst + c.dst_offset, c.dst_pitch, src + c.src_offset, c.src_pitch,
+                                       c.width, c.height, kind, stream))

@@ -3,7 +3,7 @@
 On the CPU the KV pool is a numpy array that ONNX Runtime reads in place
 (session inputs wrap numpy memory without a copy; measured: a decode step
 costs the same with a 2 MB and a 2 GB pool). New K/V are committed with one
-fancy-indexed assignment per call. With the CUDA provider the pool lives on
+fancy-indexed assignment per call (vp.runtime.kv_pool). With the CUDA provider the pool lives on
 the GPU behind IO binding (OrtCudaPagedLLM).
 """
 
@@ -79,19 +79,18 @@ class OrtPagedLLM(PagedLLM):
     def __init__(self, path: Path, contract, precision: str, num_blocks: int, threads: int | None):
         super().__init__(contract, precision, num_blocks)
         self._session = _inference_session(path, contract, precision, threads)
-        self.pool = np.zeros((num_blocks, *self.block_shape), self.dtype)
-        self._slots = self.pool.reshape(-1, *self.block_shape[1:])  # (num_blocks * block_size, L, 2, KVH, hd)
+        self.pool = np.zeros(self.layout.shape(num_blocks), self.dtype)
 
     def forward(self, batch: LLMBatch) -> np.ndarray:
         feeds = batch.feeds()
         feeds["input_embeds"] = feeds["input_embeds"].astype(self.dtype, copy=False)
         feeds[KV_POOL] = self.pool
         logits, new_kv = self._session.run([LOGITS, NEW_KV], feeds)
-        self._slots[batch.slots.reshape(-1)] = new_kv.reshape(-1, *new_kv.shape[2:])
+        self.layout.commit(self.pool, new_kv, batch.slots)
         return logits
 
     def copy_block(self, src: int, dst: int) -> None:
-        self.pool[dst] = self.pool[src]
+        self.layout.copy_block(self.pool, src, dst)
 
 
 class OrtCudaPagedLLM(PagedLLM):
@@ -106,12 +105,12 @@ class OrtCudaPagedLLM(PagedLLM):
         super().__init__(contract, precision, num_blocks)
         self._session = _inference_session(path, contract, precision, threads)
         self._cudart = load_cudart()
-        self.pool = ort.OrtValue.ortvalue_from_shape_and_type((num_blocks, *self.block_shape), self.dtype, "cuda", 0)
+        self.pool = ort.OrtValue.ortvalue_from_shape_and_type(self.layout.shape(num_blocks), self.dtype, "cuda", 0)
         check(self._cudart.cudaMemset(self.pool.data_ptr(), 0, self.pool_bytes))
-        self._slot_bytes = int(np.prod(self.block_shape[1:])) * np.dtype(self.dtype).itemsize
+        self._itemsize = np.dtype(self.dtype).itemsize
 
     def forward(self, batch: LLMBatch) -> np.ndarray:
-        from vp.runtime.backends.cuda import check, commit_slots
+        from vp.runtime.backends.cuda import check, copy_2d
 
         binding = self._session.io_binding()
         feeds = batch.feeds()
@@ -123,18 +122,17 @@ class OrtCudaPagedLLM(PagedLLM):
         binding.bind_output(NEW_KV, "cuda")
         self._session.run_with_iobinding(binding)
         logits, new_kv = binding.get_outputs()
-        commit_slots(self._cudart, self.pool.data_ptr(), new_kv.data_ptr(), batch.slots.reshape(-1),
-                     self._slot_bytes, 0)
+        copy_2d(self._cudart, self.pool.data_ptr(), new_kv.data_ptr(),
+                self.layout.slot_copies(batch.slots, self.num_blocks, self._itemsize), 0)
         check(self._cudart.cudaDeviceSynchronize())
         return logits.numpy()
 
     def copy_block(self, src: int, dst: int) -> None:
-        from vp.runtime.backends.cuda import check
+        from vp.runtime.backends.cuda import check, copy_2d
 
-        block = self.block_shape[0] * self._slot_bytes
-        kind = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
         base = self.pool.data_ptr()
-        check(self._cudart.cudaMemcpy(base + dst * block, base + src * block, block, kind))
+        copy_2d(self._cudart, base, base, [self.layout.block_copy(src, dst, self.num_blocks, self._itemsize)], 0)
+        check(self._cudart.cudaDeviceSynchronize())
 
 
 class OrtBackend(Backend):

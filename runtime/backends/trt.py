@@ -4,9 +4,8 @@ Each session owns its execution contexts, CUDA stream and device buffers (freed
 by close()). Shapes are checked against the engine's optimization profile
 before enqueue, with an error naming the tensor, its shape and the profile's
 range. The LLM has one execution context per profile (prefill, decode), and its
-KV pool is one device allocation; new K/V are committed with device-to-device
-copies of contiguous slot runs (a token's K/V of all layers is contiguous in
-the pool and in new_kv, see docs/engine-contract.md).
+KV pool is one device allocation; new K/V are committed with one strided
+device-to-device copy per run of consecutive slots (vp.runtime.kv_pool).
 
 This module needs an NVIDIA GPU; tests that use it are marked `gpu`.
 """
@@ -21,7 +20,7 @@ from vp.engines.builder import import_tensorrt
 from vp.engines.contract import KV_POOL, LOGITS, NEW_KV
 from vp.engines.manifest import Manifest
 from vp.runtime.backends.base import Backend, LLMBatch, PagedLLM, Session, numpy_dtype
-from vp.runtime.backends.cuda import check, commit_slots, gpu_compute_capability, load_cudart
+from vp.runtime.backends.cuda import check, copy_2d, gpu_compute_capability, load_cudart
 
 
 def trt_unavailable(manifest: Manifest) -> str | None:
@@ -168,7 +167,7 @@ class TrtPagedLLM(PagedLLM):
         except RuntimeError as error:
             self.close()
             raise ValueError(f"cannot allocate a KV pool of {self.pool_bytes / 1e6:.0f} MB on the GPU ({error})") from None
-        self._slot_bytes = int(np.prod(self.block_shape[1:])) * np.dtype(self.dtype).itemsize
+        self._itemsize = np.dtype(self.dtype).itemsize
         self._outputs = {s.name: numpy_dtype(s.dtype, precision) for s in contract.outputs}
 
     def forward(self, batch: LLMBatch) -> np.ndarray:
@@ -176,21 +175,19 @@ class TrtPagedLLM(PagedLLM):
         profile = self.decode_profile if T == 1 and B <= self.decode_batch else self.prefill_profile
         feeds = batch.feeds()
         feeds["input_embeds"] = feeds["input_embeds"].astype(self.dtype)
-        pool = (self._pool, (self.num_blocks, *self.block_shape))
+        pool = (self._pool, self.layout.shape(self.num_blocks))
         out = self._engine.execute(profile, feeds, {KV_POOL: pool}, self._outputs)
         logits_ptr, shape, _ = out[LOGITS]
         logits = np.empty(shape, np.float32)
         self._engine.download(logits, logits_ptr)
-        commit_slots(self._engine.cudart, self._pool, out[NEW_KV][0], batch.slots.reshape(-1), self._slot_bytes,
-                     self._engine.stream)
+        copy_2d(self._engine.cudart, self._pool, out[NEW_KV][0],
+                self.layout.slot_copies(batch.slots, self.num_blocks, self._itemsize), self._engine.stream)
         self._engine.synchronize()
         return logits
 
     def copy_block(self, src: int, dst: int) -> None:
-        block = self.block_shape[0] * self._slot_bytes
-        kind = self._engine.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
-        check(self._engine.cudart.cudaMemcpyAsync(self._pool + dst * block, self._pool + src * block, block, kind,
-                                                   self._engine.stream))
+        copy = self.layout.block_copy(src, dst, self.num_blocks, self._itemsize)
+        copy_2d(self._engine.cudart, self._pool, self._pool, [copy], self._engine.stream)
 
     def close(self) -> None:
         if self._pool:

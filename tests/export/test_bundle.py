@@ -15,7 +15,7 @@ from vp.export.cli import main
 
 def test_manifest_describes_every_component(tiny_bundle):
     body = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert body["format_version"] == 2
+    assert body["format_version"] == 3
     assert body["preset"]["name"] == "tiny" and body["preset"]["llm"]["d_model"] == 128
     assert body["vocabulary"] == {"visual_codes": 1024, "audio_levels": 4, "audio_codes": 256, "text_words": 0}
     assert body["sampling"]["cfg_scale"] == 3.0

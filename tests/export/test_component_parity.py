@@ -71,3 +71,27 @@ def test_graph_matches_torch(name, precision, tiny_models, request):
     else:
         assert got.dtype == (np.float16 if half and name != "superres_0" else np.float32)
         np.testing.assert_allclose(got.astype(np.float32), want, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@torch.no_grad()
+def test_decoder_step_graph_streams_the_whole_clip_decode(precision, tiny_models, request):
+    """video_decoder_step under ONNX Runtime, one latent frame per call with its state carried by
+    the runtime's VideoDecodeStream, gives the frames of torch's whole-clip decode."""
+    from vp.runtime.backends import open_backend
+    from vp.runtime.bundle import Bundle
+    from vp.runtime.conditioning import frames_from_model
+    from vp.runtime.video_stream import VideoDecodeStream
+
+    bundle = request.getfixturevalue("tiny_bundle" if precision == "fp32" else "tiny_bundle_fp16")
+    codes = torch.randint(0, 2**tiny_models.preset.video_tokenizer.codebook_bits, (1, 5, 8, 8),
+                          generator=torch.Generator().manual_seed(4))
+    want = frames_from_model(tiny_models.video_tokenizer.decode(codes)[0].numpy())
+    backend, _ = open_backend("ort", Bundle.open(bundle))
+    stream = VideoDecodeStream(backend.session("video_decoder_step"), 8, 8)
+    got = np.concatenate([stream.push(codes[0, t].numpy()) for t in range(5)])
+    assert got.shape == want.shape == (17, 64, 64, 3)
+    pixel_atol = 1 if precision == "fp32" else 3  # uint8 frames: TOLERANCES' float atol of [-1, 1] in pixel steps
+    assert np.abs(got.astype(int) - want).max() <= pixel_atol
+    with pytest.raises(ValueError, match=r"expected \(8, 8\) integers"):
+        stream.push(np.zeros((4, 8), np.int64))

@@ -11,7 +11,7 @@ import torch
 
 from vp.engines.manifest import Manifest
 from vp.models.reference import generate
-from vp.runtime.sampling import SamplingConfig, cfg_mix, make_rng, sample
+from vp.runtime.sampling import SamplingConfig, make_rng, sample_guided
 from vp.runtime.text_tokenizer import TextTokenizer
 from vp.runtime.layout import SequenceBuilder
 from vp.runtime.vocab import Task
@@ -23,13 +23,14 @@ FP16_LOGITS_ATOL = 5e-3
 
 
 class ScatteredPool:
-    """A numpy KV pool handing out blocks in shuffled order, committing new_kv by slot."""
+    """A numpy KV pool [layers, 2, kv_heads, num_blocks, block_size, head_dim] handing out blocks in
+    shuffled order, committing new_kv [layers, 2, kv_heads, B, T, head_dim] token by token."""
 
     def __init__(self, session, num_blocks=96, seed=0):
         spec = {i.name: i for i in session.get_inputs()}["kv_pool"]
-        self.block_size = spec.shape[1]
+        layers, two, kv_heads, _, self.block_size, head_dim = spec.shape
         self.dtype = np.float16 if spec.type == "tensor(float16)" else np.float32
-        self.pool = np.zeros((num_blocks, *spec.shape[1:]), self.dtype)
+        self.pool = np.zeros((layers, two, kv_heads, num_blocks, self.block_size, head_dim), self.dtype)
         self.free = list(np.random.default_rng(seed).permutation(num_blocks))
         self.session = session
         self.tables: list[list[int]] = []
@@ -65,7 +66,7 @@ class ScatteredPool:
         for b, s in enumerate(seqs):
             for t in range(T):
                 p = self.lens[s] + t
-                self.pool[self.tables[s][p // self.block_size], p % self.block_size] = new_kv[b, t]
+                self.pool[:, :, :, self.tables[s][p // self.block_size], p % self.block_size] = new_kv[:, :, :, b, t]
             self.lens[s] += T
         return logits
 
@@ -118,8 +119,8 @@ def test_greedy_tokens_match_reference(tiny_models, tiny_bundle):
     rng, out = make_rng(0), []
     for forced, low, high in cond.positions()[:n]:
         if forced < 0:
-            mixed = cfg_mix(logits[0][None], logits[1][None], sampling.cfg_scale)
-            forced = int(sample(mixed, low=low, high=high, config=sampling, rng=rng)[0])
+            forced = int(sample_guided(logits[0][None], logits[1][None], low=low, high=high, config=sampling,
+                                       rngs=[rng])[0])
         out.append(forced)
         logits = list(pool.run([a, b], [[forced], [forced]]))
     np.testing.assert_array_equal(np.array(out), want)

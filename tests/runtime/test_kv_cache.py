@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from vp.runtime.batch_block_table import BatchBlockTable
 from vp.runtime.kv_cache import KVCacheManager, NoFreeBlocksError
 
 
@@ -23,16 +24,20 @@ def prefill(manager, seq, prefix, extra_key=b""):
     return alloc.slots
 
 
+def blocks(manager, seq):
+    """[n] int64: the sequence's pool blocks, in logical order."""
+    return np.array(manager.tables[seq].block_ids, np.int64)
+
+
 def test_slot_mapping_follows_the_block_table():
     m = KVCacheManager(num_blocks=8, block_size=4)
     slots = prefill(m, "a", ids(*range(6)))
-    table = m.block_table(["a"])
-    assert table.shape == (1, 2) and table.dtype == np.int64
-    b0, b1 = table[0]
+    b0, b1 = blocks(m, "a")
     np.testing.assert_array_equal(slots, [b0 * 4, b0 * 4 + 1, b0 * 4 + 2, b0 * 4 + 3, b1 * 4, b1 * 4 + 1])
     np.testing.assert_array_equal(m.context_lens(["a"]), [6])
     step = m.allocate_slots("a", 3)  # fills block 1, opens block 2
-    b2 = m.block_table(["a"])[0, 2]
+    b2 = blocks(m, "a")[2]
+    assert step.first_changed == 2
     np.testing.assert_array_equal(step.slots, [b1 * 4 + 2, b1 * 4 + 3, b2 * 4])
     assert len({b0, b1, b2}) == 3
     np.testing.assert_array_equal(m.context_lens(["a"]), [6])  # not committed yet
@@ -40,29 +45,18 @@ def test_slot_mapping_follows_the_block_table():
     np.testing.assert_array_equal(m.context_lens(["a"]), [9])
 
 
-def test_block_table_pads_with_zero_and_checks_width():
-    m = KVCacheManager(num_blocks=8, block_size=4)
-    prefill(m, "long", ids(*range(9)))
-    prefill(m, "short", ids(1, 2))
-    table = m.block_table(["long", "short"], max_blocks=5)
-    assert table.shape == (2, 5)
-    np.testing.assert_array_equal(table[1, 1:], 0)
-    with pytest.raises(ValueError, match="below the longest"):
-        m.block_table(["long"], max_blocks=2)
-
-
 def test_fork_copies_the_shared_partial_block_on_write():
     m = KVCacheManager(num_blocks=8, block_size=4)
     prefill(m, "p", ids(*range(6)))  # one full block and a partial one
     m.fork("p", "c")
-    full, partial = m.block_table(["p"])[0]
-    np.testing.assert_array_equal(m.block_table(["c"])[0], [full, partial])
+    full, partial = blocks(m, "p")
+    np.testing.assert_array_equal(blocks(m, "c"), [full, partial])
     assert m.stats().shared_blocks == 2 and m.stats().saved_blocks == 2
 
     child = m.allocate_slots("c", 1)
-    new = m.block_table(["c"])[0, 1]
+    new = blocks(m, "c")[1]
     assert new not in (full, partial)
-    assert child.copies == [(partial, new)]
+    assert child.copies == [(partial, new)] and child.first_changed == 1
     assert child.slots[0] == new * 4 + 2  # in the copy, never in the shared block
     assert m.pool.blocks[partial].ref_count == 1
 
@@ -88,10 +82,10 @@ def test_same_prefix_and_key_share_full_blocks():
     assert m.add_sequence("b", prompt, b"text-1") == 8
     assert m.add_sequence("other-text", prompt, b"text-2") == 0
     assert m.add_sequence("longer", ids(*range(11)), b"text-1") == 0  # prefix LM: whole prefix must match
-    np.testing.assert_array_equal(m.block_table(["b"])[0], m.block_table(["a"])[0, :2])
+    np.testing.assert_array_equal(blocks(m, "b"), blocks(m, "a")[:2])
     assert m.stats().shared_blocks == 2
     slots = m.allocate_slots("b", 2).slots  # its own third block
-    assert set(slots // 4).isdisjoint(m.block_table(["a"])[0])
+    assert set(slots // 4).isdisjoint(blocks(m, "a"))
 
 
 def test_at_least_one_prefix_token_is_computed():
@@ -141,7 +135,7 @@ def test_free_returns_every_block():
 def test_exhaustion_says_what_was_needed_and_changes_nothing():
     m = KVCacheManager(num_blocks=3, block_size=16)
     prefill(m, "a", ids(*range(20)))
-    before = m.block_table(["a"]).copy()
+    before = blocks(m, "a")
     with pytest.raises(NoFreeBlocksError) as err:
         m.allocate_slots("a", 40)
     message = str(err.value)
@@ -149,7 +143,7 @@ def test_exhaustion_says_what_was_needed_and_changes_nothing():
     assert "1 of 3 are free" in message
     assert "--samples" in message and "--kv-blocks" not in message  # an option that exists
     assert isinstance(err.value, ValueError)
-    np.testing.assert_array_equal(m.block_table(["a"]), before)
+    np.testing.assert_array_equal(blocks(m, "a"), before)
     assert m.pool.num_free == 1
 
 
@@ -165,9 +159,10 @@ def test_stats_count_waste_and_sharing():
 
 class KVCacheMachine(RuleBasedStateMachine):
     """Random add / fork / allocate+write+commit / free over a small pool, with a
-    simulated pool of K/V values checked against what each sequence should read."""
+    simulated pool of K/V values checked against what each sequence should read
+    through the engine's block table (a BatchBlockTable kept in sync as the runtime does)."""
 
-    NUM_BLOCKS, BLOCK_SIZE = 12, 4
+    NUM_BLOCKS, BLOCK_SIZE, MAX_SEQS = 12, 4, 48
 
     def __init__(self):
         super().__init__()
@@ -175,6 +170,7 @@ class KVCacheMachine(RuleBasedStateMachine):
         self.kv = np.full(self.NUM_BLOCKS * self.BLOCK_SIZE, -1, np.int64)  # one value per slot
         self.tokens = {}  # seq -> (extra_key, prefix, token ids so far)
         self.next_id = 0
+        self.table = BatchBlockTable(self.m, list(range(self.MAX_SEQS)), capacity=self.NUM_BLOCKS)
 
     @staticmethod
     def kv_value(extra_key, prefix, tokens, pos):
@@ -183,19 +179,22 @@ class KVCacheMachine(RuleBasedStateMachine):
         tail = tuple(tokens[len(prefix) : pos + 1])
         return hash((extra_key, tuple(prefix), pos, tail)) & (2**62 - 1)
 
+    @precondition(lambda self: self.next_id < self.MAX_SEQS)
     @rule(prefix=st.lists(st.integers(0, 2), min_size=1, max_size=12), extra_key=st.sampled_from([b"", b"k"]))
     def add(self, prefix, extra_key):
         seq, self.next_id = self.next_id, self.next_id + 1
         cached = self.m.add_sequence(seq, np.array(prefix, np.int64), extra_key)
+        self.table.sync(seq)
         assert cached % self.BLOCK_SIZE == 0 and cached < len(prefix)
         self.tokens[seq] = (extra_key, prefix, list(prefix[:cached]))
 
-    @precondition(lambda self: self.tokens)
+    @precondition(lambda self: self.tokens and self.next_id < self.MAX_SEQS)
     @rule(data=st.data())
     def fork(self, data):
         parent = data.draw(st.sampled_from(sorted(self.tokens)))
         child, self.next_id = self.next_id, self.next_id + 1
         self.m.fork(parent, child)
+        self.table.sync(child)
         extra_key, prefix, tokens = self.tokens[parent]
         self.tokens[child] = (extra_key, prefix, list(tokens))
 
@@ -204,12 +203,14 @@ class KVCacheMachine(RuleBasedStateMachine):
     def step(self, data, n):
         seq = data.draw(st.sampled_from(sorted(self.tokens)))
         extra_key, prefix, tokens = self.tokens[seq]
-        before = self.m.block_table([seq]).copy()
+        before = list(self.m.tables[seq].block_ids)
         try:
             alloc = self.m.allocate_slots(seq, n)
         except NoFreeBlocksError:
-            np.testing.assert_array_equal(self.m.block_table([seq]), before)
+            assert self.m.tables[seq].block_ids == before
             return
+        assert self.m.tables[seq].block_ids[:alloc.first_changed] == before[:alloc.first_changed]
+        self.table.sync(seq, alloc.first_changed)
         for src, dst in alloc.copies:
             src_slots, dst_slots = (np.arange(self.BLOCK_SIZE) + b * self.BLOCK_SIZE for b in (src, dst))
             self.kv[dst_slots] = self.kv[src_slots]
@@ -250,7 +251,8 @@ class KVCacheMachine(RuleBasedStateMachine):
             table = self.m.tables[seq]
             assert table.num_computed == table.num_tokens == len(tokens)
             positions = np.arange(len(tokens))
-            slots = np.asarray(table.block_ids, np.int64)[positions // self.BLOCK_SIZE] * self.BLOCK_SIZE
+            engine_table = self.table.input([seq], np.array([max(len(tokens), 1)]))[0]
+            slots = engine_table[positions // self.BLOCK_SIZE] * self.BLOCK_SIZE
             slots += positions % self.BLOCK_SIZE
             expected = [self.kv_value(extra_key, prefix, tokens, p) for p in positions]
             np.testing.assert_array_equal(self.kv[slots], expected)

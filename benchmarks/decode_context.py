@@ -1,0 +1,71 @@
+"""The LLM decode step against the context: one sequence, one new token, over the paged KV cache.
+
+    python benchmarks/decode_context.py BUNDLE [--contexts 64,512,1024,1700] [--rounds 3] [--steps 40]
+
+Opens the bundle's LLM with ONNX Runtime (the `ort` backend, the threads ONNX
+Runtime picks: all cores), fills the pool for a sequence of each context (the
+K/V values do not change the cost), then times decode calls (`PagedLLM.forward`:
+the graph and the commit of the new K/V, no sampling) advancing the context by one
+each time. Prints the median ms per step for each context, best of `rounds`
+interleaved rounds, and the read-bandwidth floor (weights + the context's K/V
+once, at the host's read bandwidth, vp.runtime.memory_floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from vp.runtime.backends import open_backend
+from vp.runtime.backends.base import LLMBatch
+from vp.runtime.bundle import Bundle
+from vp.runtime.memory_floor import kv_bytes, llm_weight_bytes, host_read_bandwidth_gbs
+
+
+def step_ms(llm, d_model: int, context: int, steps: int) -> float:
+    block = llm.layout.block_size
+    blocks = -(-(context + steps) // block)
+    table = np.arange(blocks, dtype=np.int64)[None]
+    times = []
+    for i in range(steps):
+        position = context + i
+        batch = LLMBatch(input_ids=np.array([[7]], np.int64), input_embeds=np.zeros((1, 1, d_model), np.float32),
+                         embed_mask=np.zeros((1, 1), bool), position_ids=np.array([[position]], np.int64),
+                         block_table=table, context_lens=np.array([position], np.int64),
+                         prefix_lens=np.array([16], np.int64), slots=np.array([[position]], np.int64))
+        start = time.perf_counter()
+        llm.forward(batch)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[3:])) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle")
+    parser.add_argument("--contexts", default="64,512,1024,1700")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=40)
+    args = parser.parse_args()
+    contexts = [int(c) for c in args.contexts.split(",")]
+    bundle = Bundle.open(args.bundle)
+    backend, _ = open_backend("ort", bundle)
+    llm_spec = bundle.manifest.preset["llm"]
+    block = backend.paged_llm(1).layout.block_size
+    llm = backend.paged_llm(-(-(max(contexts) + args.steps) // block))
+    best = {c: float("inf") for c in contexts}
+    for _ in range(args.rounds):
+        for c in contexts:
+            best[c] = min(best[c], step_ms(llm, llm_spec["d_model"], c, args.steps))
+    bandwidth = host_read_bandwidth_gbs() * 1e9
+    itemsize = np.dtype(llm.dtype).itemsize
+    print(f"{args.bundle}: decode step, batch 1, ms (best of {args.rounds} rounds of {args.steps} steps); "
+          f"read bandwidth {bandwidth / 1e9:.1f} GB/s")
+    for c in contexts:
+        floor = (llm_weight_bytes(llm_spec, itemsize) + kv_bytes(llm_spec, c, 1, itemsize)) / bandwidth * 1e3
+        print(f"  context {c:5d}: {best[c]:6.2f} ms   floor {floor:5.2f} ms   ratio {best[c] / floor:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The paged LLM graph's decode call alone (no runtime around it), for one or more llm.onnx files.
+
+    python benchmarks/graph_step.py A/onnx/llm.onnx [B/onnx/llm.onnx ...] [--contexts 64,512,1024,1700]
+                                    [--rounds 3] [--steps 30]
+
+For comparing graphs across vp versions: the pool is shaped from each graph's own
+`kv_pool` input, so graphs of the earlier pool layout ([num_blocks, block_size,
+layers, 2, kv_heads, head_dim]) and of the current one ([layers, 2, kv_heads,
+num_blocks, block_size, head_dim]) both run. One sequence, one new token, a
+shuffled block table; median ms of `steps` calls, best of `rounds` interleaved
+rounds (every graph at every context per round), ONNX Runtime on all cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+
+def feeds_for(session, context: int) -> dict[str, np.ndarray]:
+    spec = {i.name: i for i in session.get_inputs()}
+    pool_shape = spec["kv_pool"].shape
+    old_layout = isinstance(pool_shape[0], str)  # num_blocks first
+    block = pool_shape[1] if old_layout else pool_shape[4]
+    blocks = context // block + 2
+    shape = [blocks if isinstance(d, str) else d for d in pool_shape]
+    dtype = np.float16 if spec["kv_pool"].type == "tensor(float16)" else np.float32
+    d_model = spec["input_embeds"].shape[2]
+    return dict(input_ids=np.array([[7]], np.int64), input_embeds=np.zeros((1, 1, d_model), dtype),
+                embed_mask=np.zeros((1, 1), bool), position_ids=np.array([[context]], np.int64),
+                kv_pool=np.random.default_rng(0).standard_normal(shape).astype(dtype),
+                block_table=np.random.default_rng(1).permutation(blocks)[None, :-(-context // block)].astype(np.int64),
+                context_lens=np.array([context], np.int64), prefix_lens=np.array([16], np.int64))
+
+
+def step_ms(session, feeds, steps: int) -> float:
+    for _ in range(3):
+        session.run(None, feeds)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("graphs", nargs="+")
+    parser.add_argument("--contexts", default="64,512,1024,1700")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+    contexts = [int(c) for c in args.contexts.split(",")]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    sessions = [ort.InferenceSession(g, options, providers=["CPUExecutionProvider"]) for g in args.graphs]
+    best = {(g, c): float("inf") for g in range(len(sessions)) for c in contexts}
+    for _ in range(args.rounds):
+        for c in contexts:
+            for g, session in enumerate(sessions):
+                best[g, c] = min(best[g, c], step_ms(session, feeds_for(session, c), args.steps))
+    print(f"decode call of the graph, batch 1, median ms, best of {args.rounds} rounds of {args.steps} steps")
+    print("context " + "".join(f"{i:>10}" for i in range(len(sessions))) + "   (graph index, in the order given)")
+    for c in contexts:
+        print(f"{c:7d} " + "".join(f"{best[g, c]:10.2f}" for g in range(len(sessions))))
+
+
+if __name__ == "__main__":
+    main()
