@@ -81,8 +81,9 @@ class DecoderStep(nn.Module):
                 x = x * keep.to(x.dtype)[None, None, :, None, None]
             window = torch.cat([state.pop(0), x], dim=2)  # (B, C, 2 + T, H, W)
             new_state.append(window[:, :, -module.time_pad:])
+            # space padded by the convolution itself: a separate pad would copy the window once more
             p = module.space_pad
-            return module.conv(F.pad(window, (p, p, p, p, 0, 0)))
+            return F.conv3d(window, module.conv.weight, module.conv.bias, module.conv.stride, (0, p, p))
 
         x = conv(d.conv_in, x)
         for module in d.layers:
