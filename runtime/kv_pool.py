@@ -11,11 +11,13 @@ viewed as [num_blocks * block_size, head_dim].
 Why this order (docs/engine-contract.md, measured in docs/benchmarks.md): the
 graph gathers one layer's past K (or V) for a whole batch with one Gather of
 whole blocks, straight into the [B, kv_heads, S, head_dim] layout its attention
-multiplies with, so a decode step moves each past K/V byte twice (the gather's
-read and write) and the attention reads it once. The earlier layout, one token
-slot of all layers contiguous, made the graph gather every layer at once and
-then slice and transpose per layer: five reads and four writes of each byte, a
-decode step that grew 2.5x faster with the context than the K/V it reads.
+multiplies with, so a step copies each past K/V byte once (the gather) before
+the attention reads it. The earlier layout, one token slot of all layers
+contiguous, made the graph gather every layer at once and then slice and
+transpose per layer; on the small preset its decode call grew by 20.2 ms from
+context 64 to 1,700, this graph's by 8.6 ms (benchmarks/graph_step.py). Rows of
+one head_dim each (the earlier layout read per head) cost ORT's Gather ~1 us a
+row, which is why whole blocks are the unit.
 
 `new_kv`, the graph's output, has the same layout with (batch, tokens) in place
 of (num_blocks, block_size): committing a call is, in every plane, one copy per
