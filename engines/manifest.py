@@ -2,7 +2,8 @@
 
     bundle/
       manifest.json     this file's Manifest
-      onnx/*.onnx       (+ external weight files for graphs over 2 GB)
+      onnx/*.onnx       (+ external weight files for graphs over 2 GB; quantized bundles add
+                        onnx/*.cpu.onnx, the graphs ONNX Runtime's CPU provider loads)
       engines/*.engine  when a TensorRT builder was available
       timing.cache      full TensorRT's timing cache, reused by the next export (--force)
       tokenizer.json    the text tokenizer
@@ -32,14 +33,15 @@ from pathlib import Path
 from vp.engines.builder import EngineRecord, sha256_of
 from vp.engines.contract import Contract
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 TOKENIZER = "tokenizer.json"
 UNSIGNED = ("sampling", "config_sha256")  # what the manifest's own digest leaves out
 
 
 @dataclass(frozen=True)
 class ComponentRecord:
-    """One exported graph: its ONNX file, fingerprint, precision and contract."""
+    """One exported component: its ONNX file, fingerprint, precision (vp.engines.precision) and
+    contract; a quantized bundle adds cpu_onnx, the graph ONNX Runtime's CPU provider loads."""
 
     onnx: str
     sha256: str
@@ -48,6 +50,8 @@ class ComponentRecord:
     contract: Contract
     external_data: tuple[str, ...] = ()
     parity: dict = field(default_factory=dict)
+    cpu_onnx: str | None = None
+    cpu_sha256: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -71,6 +75,7 @@ class Manifest:
     engines_note: str = ""
     weights: str | None = None  # the safetensors folder exported, None for the preset's seeded init (seed 0)
     tokenizer_sha256: str = ""
+    calibration: dict | None = None  # a quantized bundle's vp.calibration.record.CalibrationRecord
     format_version: int = FORMAT_VERSION
 
     def body(self) -> dict:
@@ -86,6 +91,7 @@ class Manifest:
             "engines_note": self.engines_note,
             "weights": self.weights,
             "tokenizer_sha256": self.tokenizer_sha256,
+            "calibration": self.calibration,
         }
 
     def write(self, bundle: Path) -> Path:
@@ -127,12 +133,18 @@ class Manifest:
             raise ValueError(f"{path}: a component or engine record is malformed ({error!r})") from None
         return cls(preset=body["preset"], vocabulary=body["vocabulary"], sampling=body["sampling"],
                    clip=body["clip"], components=components, engines=engines, engines_note=body["engines_note"],
-                   weights=body["weights"], tokenizer_sha256=body["tokenizer_sha256"])
+                   weights=body["weights"], tokenizer_sha256=body["tokenizer_sha256"],
+                   calibration=body["calibration"])
 
     # -- the files the runtime opens: each resolves inside the bundle, and is the file verify() hashes --
 
-    def onnx_path(self, bundle: str | Path, component: str) -> Path:
-        return inside(bundle, "onnx", self.components[component].onnx, field=f"components.{component}.onnx")
+    def onnx_path(self, bundle: str | Path, component: str, cpu: bool = False) -> Path:
+        """The component's graph; cpu: the one for ONNX Runtime's CPU provider (cpu_onnx where the
+        bundle has one)."""
+        record = self.components[component]
+        if cpu and record.cpu_onnx is not None:
+            return inside(bundle, "onnx", record.cpu_onnx, field=f"components.{component}.cpu_onnx")
+        return inside(bundle, "onnx", record.onnx, field=f"components.{component}.onnx")
 
     def external_paths(self, bundle: str | Path, component: str) -> list[Path]:
         return [inside(bundle, "onnx", name, field=f"components.{component}.external_data")
@@ -149,6 +161,8 @@ class Manifest:
         bundle = Path(bundle)
         problems = []
         files = [(self.onnx_path(bundle, k), c.sha256) for k, c in self.components.items()]
+        files += [(self.onnx_path(bundle, k, cpu=True), c.cpu_sha256) for k, c in self.components.items()
+                  if c.cpu_onnx is not None]
         files += [(self.engine_path(bundle, k), e.sha256) for k, e in self.engines.items()]
         files.append((self.tokenizer_path(bundle), self.tokenizer_sha256))
         for path, digest in files:
@@ -186,7 +200,7 @@ def inside(bundle: str | Path, *parts: str, field: str) -> Path:
 
 _FIELDS = {"format_version": int, "preset": dict, "vocabulary": dict, "sampling": dict, "clip": dict,
            "components": dict, "engines": dict, "engines_note": str, "weights": (str, type(None)),
-           "tokenizer_sha256": str, "config_sha256": str}
+           "tokenizer_sha256": str, "calibration": (dict, type(None)), "config_sha256": str}
 
 
 def _check_fields(path: Path, body: dict) -> None:

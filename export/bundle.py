@@ -1,5 +1,11 @@
 """Preset (+ weights) -> bundle folder: ONNX graphs, TensorRT engines, manifest.
 
+A quantized precision (int8, int8-wo; vp.engines.precision) calibrates the LLM
+first (vp.calibration: before any graph is written, so bad input fails early),
+writes every component twice (fp16 for TensorRT, fp32 for ONNX Runtime's CPU
+provider), rewrites both LLM graphs to int8, and runs the accuracy gate on the
+finished bundle before it is moved into place: a missed gate leaves nothing.
+
 The bundle is assembled in a hidden temporary folder beside the target and
 renamed into place at the end, so an interrupted export never leaves a folder
 that looks complete.
@@ -7,6 +13,7 @@ that looks complete.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -16,8 +23,9 @@ from pathlib import Path
 
 from vp.engines.builder import DEFAULT_RTX_SM, FLAVOURS, EngineFromOnnx, import_tensorrt, sha256_of, usable_flavour
 from vp.engines.manifest import TOKENIZER, ComponentRecord, Manifest
+from vp.engines.precision import QUANTIZED, check_precision, graph_float
 from vp.export.contracts import contracts
-from vp.export.onnx_export import PRECISIONS, export_component
+from vp.export.onnx_export import export_component
 from vp.export.output_lock import OutputLock
 from vp.models.checkpoint import load
 from vp.models.presets import get_preset
@@ -34,6 +42,8 @@ class ExportConfig:
     else ONNX only (the manifest says why); "none" = ONNX only.
     sm: TensorRT-RTX compute capability targets (ignored by full TensorRT).
     components: a subset of the preset's components (None = all).
+    quantization: the INT8 settings (vp.calibration.llm.QuantizationConfig) when precision is
+    int8 or int8-wo; None = their defaults.
     """
 
     preset: str
@@ -44,6 +54,7 @@ class ExportConfig:
     sm: tuple[int, ...] = DEFAULT_RTX_SM
     components: tuple[str, ...] | None = None
     force: bool = False
+    quantization: object | None = None
 
 
 @dataclass
@@ -60,6 +71,7 @@ class ExportSummary:
     flavour: str | None
     engines_note: str
     rows: list[SummaryRow] = field(default_factory=list)
+    calibration: list[str] = field(default_factory=list)  # the calibration record, described
 
     def table(self) -> str:
         lines = [f"{'component':<20}{'ONNX MB':>10}{'engine MB':>11}{'seconds':>9}"]
@@ -84,8 +96,15 @@ def clip_record(preset, text_vocab: int) -> dict:
 def _check_config(config: ExportConfig) -> tuple[str | None, str]:
     """Validate everything that can fail before any work; returns (flavour, why)."""
     preset = get_preset(config.preset)
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {config.precision!r}; expected one of {', '.join(PRECISIONS)}")
+    check_precision(config.precision)
+    if config.precision in QUANTIZED:
+        _quantization(config).check()
+        if preset.calibration is None:
+            raise ValueError(f"preset {preset.name} has no calibration data source for {config.precision} (INT8 is "
+                             f"calibrated on the procedural world through the preset's own tokenizers); export it "
+                             f"at --precision fp16 or fp32")
+        if config.components and "llm" not in config.components:
+            raise ValueError(f"--precision {config.precision} quantizes the LLM: include llm in --components")
     known = contracts(preset)
     unknown = set(config.components or ()) - set(known)
     if unknown:
@@ -104,9 +123,21 @@ def _check_config(config: ExportConfig) -> tuple[str | None, str]:
         return None, "engines not asked for (--engines none)"
     if config.engines in ("rtx", "trt"):
         trt = import_tensorrt(config.engines)
-        return config.engines, f"{FLAVOURS[config.engines]} {trt.__version__} (--engines {config.engines})"
-    flavour, why = usable_flavour()
-    return flavour, why if flavour else f"no TensorRT builder could start ({why}); wrote ONNX only"
+        flavour, why = config.engines, f"{FLAVOURS[config.engines]} {trt.__version__} (--engines {config.engines})"
+    else:
+        flavour, why = usable_flavour()
+        if not flavour:
+            return None, f"no TensorRT builder could start ({why}); wrote ONNX only"
+    if config.precision == "int8" and flavour == "rtx":
+        raise ValueError("--precision int8 (W8A8: int8 activations) needs full TensorRT; TensorRT for RTX runs "
+                         "weight-only INT8: use --precision int8-wo, or --engines none for ONNX only")
+    return flavour, why
+
+
+def _quantization(config: ExportConfig):
+    from vp.calibration.llm import QuantizationConfig
+
+    return config.quantization or QuantizationConfig(precision=config.precision)
 
 
 def _weights_record(preset, weights: Path | None) -> str | None:
@@ -133,6 +164,13 @@ def _export(config: ExportConfig, flavour: str | None, why: str,
             on_step: Callable[[str, str, int], None] | None) -> ExportSummary:
     preset = get_preset(config.preset)
     models = load(config.preset, config.weights)
+    calibrated = None
+    if config.precision in QUANTIZED:
+        from vp.calibration.llm import calibrate
+
+        if on_step:
+            on_step("calibrate", "llm", 0)
+        calibrated = calibrate(models, dataclasses.replace(_quantization(config), precision=config.precision))
     out = Path(config.out).resolve()
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -147,17 +185,31 @@ def _export(config: ExportConfig, flavour: str | None, why: str,
                             sampling=preset.sampling.to_dict(), clip=clip, engines_note=why,
                             weights=_weights_record(preset, config.weights))
         selected = {k: v for k, v in contracts(preset).items() if not config.components or k in config.components}
-        total = len(selected) * (2 if flavour else 1)
+        total = len(selected) * (2 if flavour else 1) + (2 if calibrated else 0)
+        exported = dataclasses.replace(models, llm=calibrated.model) if calibrated else models
         for name, contract in selected.items():
             if on_step:
                 on_step("onnx", name, total)
             start = time.perf_counter()
             path = tmp / "onnx" / f"{name}.onnx"
-            external = export_component(models, contract, path, config.precision)
-            size = path.stat().st_size + sum((path.parent / e).stat().st_size for e in external)
+            external = export_component(exported, contract, path, graph_float(config.precision))
+            cpu = None
+            if calibrated:  # and the fp32 graph ONNX Runtime's CPU provider loads
+                cpu = tmp / "onnx" / f"{name}.cpu.onnx"
+                if export_component(exported, contract, cpu, "fp32"):
+                    raise ValueError(f"{name}: quantized bundles of graphs over 2 GB are not supported")
+                if name == "llm":
+                    from vp.calibration.llm import quantize
+
+                    quantize(path, calibrated)
+                    quantize(cpu, calibrated)
+            size = sum(p.stat().st_size for p in (path, cpu) if p) + sum((path.parent / e).stat().st_size
+                                                                          for e in external)
             manifest.components[name] = ComponentRecord(onnx=path.name, sha256=sha256_of(path), bytes=size,
                                                         precision=config.precision, contract=contract,
-                                                        external_data=tuple(external))
+                                                        external_data=tuple(external),
+                                                        cpu_onnx=cpu.name if cpu else None,
+                                                        cpu_sha256=sha256_of(cpu) if cpu else "")
             summary.rows.append(SummaryRow(name, size / 1e6, None, time.perf_counter() - start))
         if flavour:
             (tmp / "engines").mkdir()
@@ -175,10 +227,34 @@ def _export(config: ExportConfig, flavour: str | None, why: str,
         shutil.copyfile(models.text_encoder.tokenizer_path, tmp / TOKENIZER)
         manifest.tokenizer_sha256 = sha256_of(tmp / TOKENIZER)
         manifest.write(tmp)
+        if calibrated:
+            from vp.calibration.record import CalibrationRecord
+
+            manifest.calibration = _gate(calibrated, models, tmp, on_step, total)
+            manifest.write(tmp)
+            summary.calibration = CalibrationRecord.from_dict(manifest.calibration).lines()
         _replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+def _gate(calibrated, models, tmp: Path, on_step, total: int) -> dict:
+    """The calibration record with the accuracy gate's verdict; ValueError (nothing written)
+    when the gate is enforced and missed."""
+    from vp.calibration.llm import gate, record
+
+    if not calibrated.config.enforce:
+        return record(calibrated, {"skipped": "--no-accuracy-gate"}).to_dict()
+    if on_step:
+        on_step("gate", "llm", total)
+    result = record(calibrated, gate(calibrated, models, tmp))
+    if not result.gate["passed"]:
+        raise ValueError(f"the {calibrated.config.precision} LLM misses the accuracy gate: "
+                         f"{'; '.join(result.gate['failures'])}. Nothing was written; try another "
+                         f"--calibration-statistic or more --calibration-sequences, or pass --no-accuracy-gate "
+                         f"to keep it anyway")
+    return result.to_dict()
 
 
 def _replace(tmp: Path, out: Path) -> None:

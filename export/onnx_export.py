@@ -1,4 +1,4 @@
-"""torch -> ONNX for one component, at fp32 or fp16.
+"""torch -> ONNX for one component, at fp32 or fp16 (INT8: vp.calibration rewrites these).
 
 fp16 is an fp16 ONNX graph: the module is cast to half before tracing, and the
 reference models keep fp32 where numerics need it on their own (RMS/group
@@ -26,14 +26,15 @@ from vp.export.graphs import example_inputs, graph_for
 from vp.models.checkpoint import Models
 
 OPSET = 18
-PRECISIONS = ("fp32", "fp16")
+FLOAT_TYPES = ("fp32", "fp16")
 
 
 def export_component(models: Models, contract: Contract, path: str | Path, precision: str = "fp32") -> list[str]:
-    """Write `contract.component` as ONNX to `path`; returns the external data
-    file names written beside it (empty for graphs under 2 GB)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    """Write `contract.component` as ONNX to `path` at float type `precision` (fp32 or fp16; INT8 is
+    vp.calibration's rewrite of such a graph); returns the external data file names written
+    beside it (empty for graphs under 2 GB)."""
+    if precision not in FLOAT_TYPES:
+        raise ValueError(f"unknown float type {precision!r}; expected one of {', '.join(FLOAT_TYPES)}")
     path = Path(path)
     dtype = torch.float16 if precision == "fp16" else torch.float32
     module = graph_for(contract.component, models)

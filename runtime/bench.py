@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from vp.engines.precision import QUANTIZED
 from vp.runtime.bench_report import SCHEMA_VERSION
 from vp.runtime.latency import summarize, time_calls
 from vp.runtime.memory_floor import (
@@ -109,7 +110,7 @@ def _measure(pipeline: Pipeline, config: BenchConfig, task: Task, host: float, g
     b = pipeline.bundle
     manifest = b.manifest
     precision = manifest.components["llm"].precision
-    itemsize = 2 if precision == "fp16" else 4
+    itemsize = 2 if pipeline.backend.float_type("llm") == "fp16" else 4  # of the K/V (and float weights)
     bandwidth = host
     if pipeline.backend.on_gpu:  # the decode step reads the GPU's memory: its floor is the GPU's
         progress("GPU memory bandwidth")
@@ -171,7 +172,8 @@ def _bench_batch(pipeline, task, prompt, batch, config, bandwidth, itemsize, pro
     tpot = summarize(steps)
     llm = b.manifest.preset["llm"]
     mean_context = (layout.prefix_len + layout.total_len) / 2
-    step_bytes = llm_weight_bytes(llm, itemsize) + kv_bytes(llm, mean_context, sequences, itemsize)
+    weight_itemsize = 1 if b.manifest.components["llm"].precision in QUANTIZED else itemsize  # int8 weights
+    step_bytes = llm_weight_bytes(llm, weight_itemsize) + kv_bytes(llm, mean_context, sequences, itemsize)
     floor_ms = step_bytes / (bandwidth * 1e9) * 1e3
     t = lambda stage: [r.timings.get(stage, 0.0) for r in results]  # noqa: E731
     latent_frames = layout.video_grid[0] if layout.video_grid else 0
@@ -187,7 +189,7 @@ def _bench_batch(pipeline, task, prompt, batch, config, bandwidth, itemsize, pro
         "decode": {**tpot, "p50_ms": tpot["median_ms"], "tokens_per_s": 1e3 * batch / tpot["median_ms"],
                    "context_from": layout.prefix_len, "context_to": layout.total_len},
         "overhead_share": float(np.median((steps - backend) / steps)),
-        "floor": {"weight_bytes": llm_weight_bytes(llm, itemsize), "step_bytes": step_bytes,
+        "floor": {"weight_bytes": llm_weight_bytes(llm, weight_itemsize), "step_bytes": step_bytes,
                   "floor_ms": floor_ms, "ratio": tpot["median_ms"] / floor_ms, "bandwidth_gbs": bandwidth,
                   "device": "gpu" if pipeline.backend.on_gpu else "host"},
         "video_decoder_ms_per_latent_frame": (float(np.median(t("video_decoder"))) / latent_frames / batch

@@ -160,13 +160,21 @@ def info(bundle, digest):
                f"latent {tuple(m.clip['video_grid'])}, audio {m.clip['audio_frames']} x "
                f"{b.vocab.audio_levels} codes at {m.clip['sample_rate']} Hz")
     click.echo(f"  sampling defaults: {', '.join(f'{k}={v}' for k, v in m.sampling.items())}")
-    click.echo(f"  {'component':<16}{'precision':>10}{'ONNX MB':>10}{'engine':>24}")
+    click.echo(f"  {'component':<20}{'precision':>10}{'ONNX MB':>10}{'engine':>24}")
     for name, c in m.components.items():
         e = m.engines.get(name)
         engine = f"{e.flavour} SM{','.join(map(str, e.compute_capabilities)) or '-'} {e.bytes / 1e6:.0f}MB" if e else "-"
-        click.echo(f"  {name:<16}{c.precision:>10}{c.bytes / 1e6:>10.1f}{engine:>24}")
+        click.echo(f"  {name:<20}{c.precision:>10}{c.bytes / 1e6:>10.1f}{engine:>24}")
     if not m.engines:
         click.echo(f"  engines: none ({m.engines_note})")
+    if m.calibration is not None:
+        from vp.calibration.record import CalibrationRecord
+
+        try:
+            lines = CalibrationRecord.from_dict(m.calibration).lines()
+        except (ValueError, KeyError, TypeError) as error:
+            raise click.ClickException(f"{b.path / 'manifest.json'}: malformed calibration record ({error!r})") from None
+        click.echo("\n".join("  " + line for line in lines))
     builder = b.layouts()
     click.echo("  sequence lengths (prefix + output) with 64 text tokens:")
     for task in (T.TEXT_TO_VIDEO, T.TEXT_TO_IMAGE):

@@ -224,7 +224,7 @@ class Pipeline:
         """Bytes of one KV block (block_size tokens of every layer's K and V)."""
         llm = self.bundle.manifest.components["llm"]
         layout = KVPoolLayout.from_shape(llm.contract.input(KV_POOL).shape)
-        return layout.block_elements * (2 if llm.precision == "fp16" else 4)
+        return layout.block_elements * (2 if self.backend.float_type("llm") == "fp16" else 4)
 
     @property
     def kv_pool_bytes(self) -> int:

@@ -126,3 +126,7 @@ class Backend(ABC):
 
     @abstractmethod
     def paged_llm(self, num_blocks: int) -> PagedLLM: ...
+
+    @abstractmethod
+    def float_type(self, component: str) -> str:
+        """"fp32" or "fp16": the float type of the graph this backend runs for `component`."""

@@ -19,6 +19,7 @@ import numpy as np
 from vp.engines.builder import import_tensorrt
 from vp.engines.contract import KV_POOL, LOGITS, NEW_KV
 from vp.engines.manifest import Manifest
+from vp.engines.precision import graph_float
 from vp.runtime.backends.base import Backend, LLMBatch, PagedLLM, Session, numpy_dtype
 from vp.runtime.backends.cuda import check, copy_2d, gpu_compute_capability, load_cudart
 
@@ -208,7 +209,11 @@ class TrtBackend(Backend):
         if component not in self.manifest.engines:
             raise ValueError(f"bundle {self.bundle} has no {component} engine (built: {', '.join(self.manifest.engines)})")
         record, engine = self.manifest.components[component], self.manifest.engines[component]
-        return self.manifest.engine_path(self.bundle, component), record.contract, record.precision, engine.flavour
+        return (self.manifest.engine_path(self.bundle, component), record.contract, self.float_type(component),
+                engine.flavour)
+
+    def float_type(self, component: str) -> str:
+        return graph_float(self.manifest.components[component].precision)
 
     def session(self, component: str) -> Session:
         return TrtSession(*self._engine(component))

@@ -11,11 +11,12 @@ from click.testing import CliRunner
 from vp.export import bundle as bundle_module
 from vp.export.bundle import ExportConfig, export_bundle
 from vp.export.cli import main
+from vp.engines.manifest import FORMAT_VERSION
 
 
 def test_manifest_describes_every_component(tiny_bundle):
     body = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert body["format_version"] == 3
+    assert body["format_version"] == FORMAT_VERSION
     assert body["preset"]["name"] == "tiny" and body["preset"]["llm"]["d_model"] == 128
     assert body["vocabulary"] == {"visual_codes": 1024, "audio_levels": 4, "audio_codes": 256, "text_words": 0}
     assert body["sampling"]["cfg_scale"] == 3.0

@@ -1,0 +1,142 @@
+"""INT8 for the LLM, from float model to gated graphs: what vp-export runs for int8 / int8-wo.
+
+    calibrate()   the calibration set; for W8A8 the channel statistics, SmoothQuant (on a copy of
+                  the LLM: what gets exported) and the per-tensor activation scales
+    quantize()    an exported LLM graph -> its int8 graph (same int8 bytes at fp16 and fp32)
+    gate()        teacher-forced agreement on the held-out split through the CPU graph as the
+                  runtime runs it, and the evaluator's t2v rows against fp32
+    record()      the manifest's calibration record
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from torch import nn
+
+from vp.calibration import graph, smoothquant, statistics
+from vp.calibration.data import CalibrationConfig, CalibrationSet, calibration_set
+from vp.calibration.gate import GateThresholds, eval_rows, teacher_forced, verdict
+from vp.calibration.record import CalibrationRecord
+from vp.engines.precision import QUANTIZED
+from vp.models.checkpoint import Models
+from vp.models.prefix_lm import PrefixLM
+
+WEIGHT_SCALES = "int8, symmetric per output channel (absmax / 127)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizationConfig:
+    """vp-export's INT8 settings. eval_cases: held-out t2v cases the evaluator runs on both sides
+    (None: 24 for a preset that ships trained weights, 0 for a random init, where the scores mean
+    nothing); enforce: a missed gate fails the export."""
+
+    precision: str
+    statistic: str = "max"
+    smoothquant_alpha: float = smoothquant.DEFAULT_ALPHA
+    data: CalibrationConfig = field(default_factory=CalibrationConfig)
+    thresholds: GateThresholds = field(default_factory=GateThresholds)
+    eval_cases: int | None = None
+    enforce: bool = True
+
+    def check(self) -> None:
+        if self.precision not in QUANTIZED:
+            raise ValueError(f"{self.precision} is not a quantized precision ({', '.join(QUANTIZED)})")
+        if self.statistic not in statistics.STATISTICS:
+            raise ValueError(f"unknown calibration statistic {self.statistic!r}; expected one of "
+                             f"{', '.join(statistics.STATISTICS)}")
+        if self.eval_cases is not None and self.eval_cases < 0:
+            raise ValueError(f"--gate-eval-cases must be >= 0, got {self.eval_cases}")
+        self.data.check()
+
+    @property
+    def w8a8(self) -> bool:
+        return self.precision == "int8"
+
+
+@dataclass
+class Calibrated:
+    """The LLM to export (SmoothQuant applied for W8A8), its fp32 weights by graph module name, the
+    activation scales (W8A8) and the data."""
+
+    config: QuantizationConfig
+    model: PrefixLM
+    weights: dict[str, np.ndarray]
+    activation_scales: dict[str, float] | None
+    data: CalibrationSet
+
+
+def calibrate(models: Models, config: QuantizationConfig) -> Calibrated:
+    config.check()
+    data = calibration_set(models, config.data)
+    model = copy.deepcopy(models.llm).float().eval()
+    scales = None
+    if config.w8a8:
+        smoothquant.smooth(model, statistics.channel_max(model, data.calibration), config.smoothquant_alpha)
+        scales = statistics.tensor_scales(model, data.calibration, config.statistic)
+    return Calibrated(config, model, graph_weights(model), scales, data)
+
+
+def graph_weights(model: PrefixLM) -> dict[str, np.ndarray]:
+    """Module name -> the fp32 [K, N] weight its graph MatMul multiplies (`head`: the tied table)."""
+    out = {f"blocks.{name}": m.weight.detach().t().numpy().copy()
+           for name, m in model.blocks.named_modules() if isinstance(m, nn.Linear)}
+    out[statistics.HEAD] = model.tok_embeddings.weight.detach().t().numpy().copy()
+    return out
+
+
+def quantize(path: Path, calibrated: Calibrated) -> None:
+    """Rewrite the LLM graph at `path` (fp16 or fp32) as its int8 graph."""
+    model = onnx.load(str(path))
+    onnx.save(graph.quantize_graph(model, calibrated.weights, calibrated.activation_scales), str(path))
+
+
+def gate(calibrated: Calibrated, models: Models, bundle: Path,
+         progress: Callable[[str], None] | None = None) -> dict:
+    """Run the gate on the bundle at `bundle` (its manifest written): the verdict record."""
+    from vp.engines.manifest import Manifest
+    from vp.runtime.backends.ort import OrtPagedLLM
+
+    config = calibrated.config
+    manifest = Manifest.read(bundle)
+    record = manifest.components["llm"]
+    longest = max(min(len(s.ids), s.prefix_len + config.thresholds.positions) for s in calibrated.data.held_out)
+    llm = OrtPagedLLM(manifest.onnx_path(bundle, "llm", cpu=True), record.contract, "fp32",
+                      num_blocks=-(-longest // 16), threads=None)
+    teacher = teacher_forced(models.llm.float().eval(), llm, calibrated.data.held_out, config.thresholds,
+                             (lambda i, n: progress(f"teacher-forced {i}/{n}")) if progress else None)
+    cases = config.eval_cases if config.eval_cases is not None else (24 if models.preset.weights else 0)
+    evaluation = _evaluation(models, bundle, cases, progress) if cases else None
+    return verdict(teacher, evaluation, config.thresholds)
+
+
+def _evaluation(models: Models, bundle: Path, cases: int, progress) -> dict:
+    from vp.runtime.pipeline import Pipeline
+    from vp.training.evaluator import BundleGenerator, ReferenceGenerator, evaluate
+
+    say = (lambda side: lambda text: progress(f"evaluator ({side}) {text}")) if progress else (lambda side: None)
+    pipeline = Pipeline.load(bundle, backend="ort")
+    try:
+        quantized = evaluate(BundleGenerator(pipeline), cases=cases, tasks=("t2v",), progress=say("int8"))
+    finally:
+        pipeline.close()
+    fp32 = evaluate(ReferenceGenerator(models), cases=cases, tasks=("t2v",), progress=say("fp32"))
+    return {"cases": cases, "quantized": eval_rows(quantized), "fp32": eval_rows(fp32)}
+
+
+def record(calibrated: Calibrated, gate_record: dict) -> CalibrationRecord:
+    c = calibrated.config
+    if c.w8a8:
+        method = (f"W8A8: SmoothQuant (alpha {c.smoothquant_alpha}), per-tensor int8 activations by {c.statistic}, "
+                  f"per-channel int8 weights")
+    else:
+        method = "weight-only int8 (float activations)"
+    return CalibrationRecord(precision=c.precision, method=method, statistic=c.statistic if c.w8a8 else None,
+                             smoothquant_alpha=c.smoothquant_alpha if c.w8a8 else None,
+                             data=calibrated.data.describe(), weight_scales=WEIGHT_SCALES,
+                             activation_scales=calibrated.activation_scales or {}, gate=gate_record)
