@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from vp.engines.precision import QUANTIZED
 from vp.runtime.backends import open_backend
 from vp.runtime.backends.base import LLMBatch
 from vp.runtime.bundle import Bundle
@@ -60,10 +61,12 @@ def main() -> None:
             best[c] = min(best[c], step_ms(llm, llm_spec["d_model"], c, args.steps))
     bandwidth = host_read_bandwidth_gbs() * 1e9
     itemsize = np.dtype(llm.dtype).itemsize
-    print(f"{args.bundle}: decode step, batch 1, ms (best of {args.rounds} rounds of {args.steps} steps); "
+    precision = bundle.manifest.components["llm"].precision
+    weight_itemsize = 1 if precision in QUANTIZED else itemsize  # int8 weights
+    print(f"{args.bundle} ({precision}): decode step, batch 1, ms (best of {args.rounds} rounds of {args.steps} steps); "
           f"read bandwidth {bandwidth / 1e9:.1f} GB/s")
     for c in contexts:
-        floor = (llm_weight_bytes(llm_spec, itemsize) + kv_bytes(llm_spec, c, 1, itemsize)) / bandwidth * 1e3
+        floor = (llm_weight_bytes(llm_spec, weight_itemsize) + kv_bytes(llm_spec, c, 1, itemsize)) / bandwidth * 1e3
         print(f"  context {c:5d}: {best[c]:6.2f} ms   floor {floor:5.2f} ms   ratio {best[c] / floor:.2f}")
 
 

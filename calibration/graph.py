@@ -8,11 +8,17 @@ symmetric per output channel (scale [N], axis 1), through a DequantizeLinear:
     W8A8          x -> Q(s_x) -> DQ(s_x) ---------> MatMul <- DQ(W_int8, s_w)
 
 The tied [D, V] embedding table is quantized once and stored twice in int8:
-the output projection reads one copy through a DQ, the token lookup gathers
-int8 columns of the other and their scales (Gather, Cast, Mul). One copy would
-do for TensorRT, but ONNX Runtime fuses a DQ + MatMul only when the DQ is its
-weight's sole reader (shared with the lookup, the head's DQ stayed a DQ that
-dequantized the whole table at every step; the same for a shared scale).
+the output projection reads one copy through a DQ; the token lookup reads the
+other. ONNX Runtime fuses a DQ + MatMul only when the DQ is its weight's sole
+reader (shared with the lookup, the head's DQ stayed a DQ that dequantized the
+whole table at every step; the same for a shared scale). The lookup differs
+by target:
+
+    ONNX Runtime (cpu graph)   Gather int8 columns and their scales, Cast, Mul: only the
+                               gathered columns are ever dequantized
+    TensorRT                   DQ(table) -> Gather: TensorRT accepts an int8 constant only as
+                               the input of a DQ ("Quantized constant ... is only allowed
+                               before DQ"), and folds this one into a float lookup table
 
 Each MatMul gets its own activation Q/DQ pair, with the scale of the tensor
 it reads: ONNX Runtime fuses Q -> DQ -> MatMul into MatMulIntegerToFloat only
@@ -64,10 +70,11 @@ def weight_matmuls(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
 
 
 def quantize_graph(model: onnx.ModelProto, weights: dict[str, np.ndarray],
-                   activation_scales: dict[str, float] | None = None) -> onnx.ModelProto:
+                   activation_scales: dict[str, float] | None = None, tensorrt: bool = False) -> onnx.ModelProto:
     """A new model: `model` with int8 weights for every weight MatMul (weights: module name -> the
     fp32 [K, N] weight it multiplies, taken from the float model, so a fp16 and a fp32 graph get
-    the same int8 bytes), and with activation_scales (W8A8) Q/DQ on each MatMul's input."""
+    the same int8 bytes), and with activation_scales (W8A8) Q/DQ on each MatMul's input.
+    tensorrt: the token lookup as TensorRT accepts it (see above)."""
     model = _copy(model)
     graph = model.graph
     float_type = _float_type(model)
@@ -98,7 +105,7 @@ def quantize_graph(model: onnx.ModelProto, weights: dict[str, np.ndarray],
     nodes = list(weight_nodes)
     for node in graph.node:
         if node.op_type == "Gather" and node.input[0] == quantized_table:
-            nodes += _gather_int8(node, float_type)
+            nodes += _lookup(node, float_type, tensorrt)
             continue
         if activation_scales is not None and node.op_type == "MatMul" and node.input[1].endswith(".weight_dq"):
             name = node.input[1][:-len(".weight_dq")]
@@ -116,12 +123,17 @@ def quantize_graph(model: onnx.ModelProto, weights: dict[str, np.ndarray],
     return model
 
 
-def _gather_int8(node: onnx.NodeProto, float_type: int) -> list[onnx.NodeProto]:
-    """Gather(table [D, V], ids, axis=1) -> Gather(int8 columns) * Gather(their scales)."""
+def _lookup(node: onnx.NodeProto, float_type: int, tensorrt: bool) -> list[onnx.NodeProto]:
+    """Gather(table [D, V], ids, axis=1) -> Gather(int8 columns) * Gather(their scales), or for
+    TensorRT Gather(DQ(int8 table), ids)."""
     axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
     if axis != 1:
         raise ValueError(f"{node.name}: expected the token lookup to gather table columns (axis 1), got axis {axis}")
     ids, out = node.input[1], node.output[0]
+    if tensorrt:
+        return [helper.make_node("DequantizeLinear", [f"{HEAD}.lookup_int8", f"{HEAD}.lookup_scale"], [f"{out}.table"],
+                                 name=f"{node.name}/DequantizeLinear", axis=1),
+                helper.make_node("Gather", [f"{out}.table", ids], [out], name=node.name, axis=1)]
     return [
         helper.make_node("Gather", [f"{HEAD}.lookup_int8", ids], [f"{out}.int8"], name=f"{node.name}/int8", axis=1),
         helper.make_node("Cast", [f"{out}.int8"], [f"{out}.float"], name=f"{node.name}/cast", to=float_type),

@@ -90,10 +90,11 @@ def graph_weights(model: PrefixLM) -> dict[str, np.ndarray]:
     return out
 
 
-def quantize(path: Path, calibrated: Calibrated) -> None:
-    """Rewrite the LLM graph at `path` (fp16 or fp32) as its int8 graph."""
+def quantize(path: Path, calibrated: Calibrated, tensorrt: bool) -> None:
+    """Rewrite the LLM graph at `path` (fp16 or fp32) as its int8 graph (for TensorRT, or for
+    ONNX Runtime's CPU provider)."""
     model = onnx.load(str(path))
-    onnx.save(graph.quantize_graph(model, calibrated.weights, calibrated.activation_scales), str(path))
+    onnx.save(graph.quantize_graph(model, calibrated.weights, calibrated.activation_scales, tensorrt), str(path))
 
 
 def gate(calibrated: Calibrated, models: Models, bundle: Path,

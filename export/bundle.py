@@ -129,8 +129,8 @@ def _check_config(config: ExportConfig) -> tuple[str | None, str]:
         if not flavour:
             return None, f"no TensorRT builder could start ({why}); wrote ONNX only"
     if config.precision == "int8" and flavour == "rtx":
-        raise ValueError("--precision int8 (W8A8: int8 activations) needs full TensorRT; TensorRT for RTX runs "
-                         "weight-only INT8: use --precision int8-wo, or --engines none for ONNX only")
+        why += ("; W8A8 is meant for full TensorRT: TensorRT for RTX builds it, but documents weight-only INT8 "
+                "(--precision int8-wo) as what it accelerates")
     return flavour, why
 
 
@@ -201,8 +201,8 @@ def _export(config: ExportConfig, flavour: str | None, why: str,
                 if name == "llm":
                     from vp.calibration.llm import quantize
 
-                    quantize(path, calibrated)
-                    quantize(cpu, calibrated)
+                    quantize(path, calibrated, tensorrt=True)
+                    quantize(cpu, calibrated, tensorrt=False)
             size = sum(p.stat().st_size for p in (path, cpu) if p) + sum((path.parent / e).stat().st_size
                                                                           for e in external)
             manifest.components[name] = ComponentRecord(onnx=path.name, sha256=sha256_of(path), bytes=size,

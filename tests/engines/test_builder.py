@@ -138,3 +138,24 @@ def test_ctrl_c_stops_an_engine_build_promptly(tmp_path):
     # would only be raised after build_serialized_network returned, at the end of the build)
     assert re.search(r"raised by: the \w+ engine build was interrupted", result.stderr), result.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no bundle, no partial, no lock
+
+
+@pytest.mark.parametrize("precision", ["int8-wo", "int8"])
+def test_int8_llm_builds_into_an_engine(precision, tmp_path):
+    """Both INT8 LLM graphs (fp16 around int8 weights; int8 also with Q/DQ activations) are real
+    TensorRT-RTX engines; the bundle records the flavour and its calibration."""
+    from vp.calibration.data import CalibrationConfig
+    from vp.calibration.llm import QuantizationConfig
+    from vp.export.bundle import ExportConfig, export_bundle
+
+    out = tmp_path / precision
+    quantization = QuantizationConfig(precision=precision, data=CalibrationConfig(sequences=8, held_out=4),
+                                      enforce=False)
+    export_bundle(ExportConfig(preset="tiny", out=out, engines="rtx", precision=precision, sm=(89,),
+                               components=("llm",), quantization=quantization))
+    manifest = Manifest.read(out)
+    engine = manifest.engines["llm"]
+    assert engine.flavour == "rtx" and (out / "engines" / engine.path).stat().st_size == engine.bytes > 100_000
+    assert manifest.components["llm"].precision == precision
+    assert manifest.calibration["precision"] == precision and manifest.calibration["gate"] == {
+        "skipped": "--no-accuracy-gate"}

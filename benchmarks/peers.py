@@ -1,0 +1,96 @@
+"""Side by side: onnxruntime-genai decoding an LLM of the small preset's shape, on this machine.
+
+    pip install --target DIR onnxruntime-genai==0.18.0 transformers --no-deps   # never into vp's env
+    PYTHONPATH=DIR python benchmarks/peers.py --work /tmp/peers [--precisions fp32,int8,int4]
+        [--contexts 64,512,1024,1700] [--steps 40] [--rounds 3]
+
+Builds a random-init transformers Llama of the small preset's LLM dimensions
+(768 wide, 12 layers, 12 heads, 4 KV heads, SwiGLU 2048, vocabulary 20,736,
+tied embeddings), turns it into onnxruntime-genai models with genai's own model
+builder (CPU, one per precision), and times batch-1 greedy decode with 2
+threads: for each context, the prompt is appended, then `steps` tokens are
+generated one at a time; the median ms per token (after 3), best of `rounds`
+interleaved rounds. Compare with benchmarks/decode_context.py on a vp bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def llama(folder: Path) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if (folder / "config.json").is_file():
+        return folder
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4,
+                         intermediate_size=2048, vocab_size=20736, tie_word_embeddings=True,
+                         max_position_embeddings=4096, bos_token_id=1, eos_token_id=2)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def build(hf: Path, work: Path, precision: str) -> Path:
+    out = work / f"genai-{precision}"
+    if not (out / "genai_config.json").is_file():
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
+                        "-p", precision, "-e", "cpu", "-c", str(work / "cache")], check=True)
+    config_path = out / "genai_config.json"
+    config = json.loads(config_path.read_text())
+    config["model"]["decoder"]["session_options"]["intra_op_num_threads"] = 2
+    config_path.write_text(json.dumps(config, indent=2))
+    return out
+
+
+def decode_ms(model, context: int, steps: int) -> float:
+    import onnxruntime_genai as og
+
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=context + steps + 8, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.full((1, context), 7, np.int32))
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        generator.generate_next_token()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times[3:])) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--precisions", default="fp32,int8")
+    parser.add_argument("--contexts", default="64,512,1024,1700")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    import onnxruntime_genai as og
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    hf = llama(args.work / "llama")
+    contexts = [int(c) for c in args.contexts.split(",")]
+    models = {p: og.Model(str(build(hf, args.work, p))) for p in args.precisions.split(",")}
+    best = {(p, c): float("inf") for p in models for c in contexts}
+    for _ in range(args.rounds):
+        for p, model in models.items():
+            for c in contexts:
+                best[p, c] = min(best[p, c], decode_ms(model, c, args.steps))
+    print(f"onnxruntime-genai {og.__version__}, batch 1, 2 threads, ms per decode token "
+          f"(median of {args.steps}, best of {args.rounds} rounds)")
+    print("context " + "".join(f"{p:>10}" for p in models))
+    for c in contexts:
+        print(f"{c:7d} " + "".join(f"{best[p, c]:10.2f}" for p in models))
+
+
+if __name__ == "__main__":
+    main()

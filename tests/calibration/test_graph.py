@@ -1,0 +1,125 @@
+"""The int8 rewrite of the LLM graph: its numbers against fp32, the kernels ONNX Runtime fuses it
+into, the bytes it stores, the forms TensorRT accepts."""
+
+import collections
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from vp.calibration import graph
+from vp.calibration.llm import graph_weights
+from vp.calibration.statistics import tensor_scales
+from vp.export.contracts import contracts
+
+
+def test_quantize_weight_is_symmetric_per_output_channel():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 48)).astype(np.float32) * np.linspace(0.01, 3, 48, dtype=np.float32)
+    q, scale = graph.quantize_weight(w)
+    assert q.dtype == np.int8 and scale.shape == (48,)
+    assert np.abs(q).max(0).tolist() == [127] * 48  # every column uses the full range
+    assert (np.abs(w - q * scale) <= scale / 2 + 1e-7).all()
+
+
+@pytest.fixture(scope="module")
+def quantized(tiny_models, tiny_llm_graphs, tiny_calibration, tmp_path_factory):
+    """(flavour, target) -> path of the tiny LLM graph rewritten to int8 (fp32 graph; target:
+    "cpu" or "tensorrt")."""
+    folder = tmp_path_factory.mktemp("int8")
+    model = onnx.load(str(tiny_llm_graphs["fp32"]))
+    weights = graph_weights(tiny_models.llm)
+    scales = tensor_scales(tiny_models.llm, tiny_calibration.calibration[:3], "max")
+    out = {}
+    for flavour, act in (("int8-wo", None), ("int8", scales)):
+        for target in ("cpu", "tensorrt"):
+            path = folder / f"{flavour}-{target}.onnx"
+            onnx.save(graph.quantize_graph(model, weights, act, tensorrt=target == "tensorrt"), str(path))
+            out[flavour, target] = path
+    return out
+
+
+def _prefill_logits(path, tiny_models, sequence):
+    from vp.runtime.backends.base import LLMBatch
+    from vp.runtime.backends.ort import OrtPagedLLM
+
+    contract = contracts(tiny_models.preset)["llm"]
+    llm = OrtPagedLLM(path, contract, "fp32", num_blocks=8, threads=2)
+    n = sequence.prefix_len
+    positions = np.arange(n, dtype=np.int64)[None]
+    return llm.forward(LLMBatch(input_ids=sequence.ids[None, :n], input_embeds=sequence.embeds[None, :n],
+                                embed_mask=sequence.embed_mask[None, :n], position_ids=positions,
+                                block_table=np.arange(8, dtype=np.int64)[None],
+                                context_lens=np.array([0], np.int64), prefix_lens=np.array([n], np.int64),
+                                slots=positions))[0]
+
+
+def _fused(path) -> collections.Counter:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "4")
+        options.optimized_model_filepath = f"{scratch}/optimized.onnx"
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+@pytest.mark.parametrize("flavour, kernel", [("int8-wo", "MatMulNBits"), ("int8", "MatMulIntegerToFloat")])
+def test_onnx_runtime_fuses_every_weight_matmul_into_an_integer_kernel(quantized, tiny_models, flavour, kernel):
+    ops = _fused(quantized[flavour, "cpu"])
+    assert ops[kernel] == 7 * tiny_models.preset.llm.n_layers + 1  # every projection and the output head
+    assert ops["DequantizeLinear"] == 0  # no weight is dequantized at run time
+
+
+@pytest.mark.parametrize("flavour, tolerance", [("int8-wo", 0.03), ("int8", 0.08)])
+def test_logits_follow_fp32(quantized, tiny_models, tiny_llm_graphs, tiny_calibration, flavour, tolerance):
+    """Max |logit error| relative to the logits' range; the TensorRT form (DQ -> Gather lookup)
+    computes the same as the CPU form."""
+    s = tiny_calibration.held_out[0]
+    reference = _prefill_logits(tiny_llm_graphs["fp32"], tiny_models, s)
+    spread = reference.max() - reference.min()
+    for target in ("cpu", "tensorrt"):
+        logits = _prefill_logits(quantized[flavour, target], tiny_models, s)
+        assert np.abs(logits - reference).max() / spread < tolerance
+    cpu, trt = (_prefill_logits(quantized[flavour, t], tiny_models, s) for t in ("cpu", "tensorrt"))
+    assert np.abs(cpu - trt).max() / spread < 1e-3
+
+
+def test_int8_graphs_store_int8(quantized, tiny_llm_graphs):
+    fp32 = tiny_llm_graphs["fp32"].stat().st_size
+    assert quantized["int8-wo", "cpu"].stat().st_size < 0.6 * fp32  # table stored twice, the rest once
+    model = onnx.load(str(quantized["int8", "tensorrt"]))
+    onnx.checker.check_model(model)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == graph.OPSET
+    kinds = {i.name: i.data_type for i in model.graph.initializer}
+    assert kinds["blocks.0.attn.wq.weight_int8"] == onnx.TensorProto.INT8
+    assert kinds["blocks.0.attn.wq.input_zero_point"] == onnx.TensorProto.INT8
+    # TensorRT reads an int8 constant only through a DQ: every int8 initializer feeds DequantizeLinear
+    readers = collections.defaultdict(set)
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name].add(node.op_type)
+    for name, kind in kinds.items():
+        if kind == onnx.TensorProto.INT8 and not name.endswith("zero_point"):
+            assert readers[name] == {"DequantizeLinear"}, name
+
+
+def test_fp16_graph_gets_fp16_scales(tiny_models, tiny_llm_graphs):
+    model = graph.quantize_graph(onnx.load(str(tiny_llm_graphs["fp16"])), graph_weights(tiny_models.llm),
+                                 tensorrt=True)
+    onnx.checker.check_model(model)
+    scale = next(i for i in model.graph.initializer if i.name == "head.weight_scale")
+    assert scale.data_type == onnx.TensorProto.FLOAT16
+
+
+def test_bad_weights_are_refused(tiny_models, tiny_llm_graphs):
+    model = onnx.load(str(tiny_llm_graphs["fp32"]))
+    weights = graph_weights(tiny_models.llm)
+    with pytest.raises(ValueError, match="no float weight for the graph's MatMul.*blocks.0.attn.wq"):
+        graph.quantize_graph(model, {k: v for k, v in weights.items() if k != "blocks.0.attn.wq"})
+    weights["head"] = weights["head"][:, :10]
+    with pytest.raises(ValueError, match="weight of head: the graph has"):
+        graph.quantize_graph(model, weights)
