@@ -36,6 +36,14 @@ def llama(folder: Path) -> Path:
                          intermediate_size=2048, vocab_size=20736, tie_word_embeddings=True,
                          max_position_embeddings=4096, bos_token_id=1, eos_token_id=2)
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    # the builder copies a tokenizer: a word-level one over the vocabulary (decode uses ids only)
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    words = {f"t{i}": i for i in range(config.vocab_size)}
+    fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(words, unk_token="t0")),
+                                   bos_token="t1", eos_token="t2", unk_token="t0")
+    fast.save_pretrained(folder)
     return folder
 
 

@@ -250,10 +250,11 @@ def _gate(calibrated, models, tmp: Path, on_step, total: int) -> dict:
         on_step("gate", "llm", total)
     result = record(calibrated, gate(calibrated, models, tmp))
     if not result.gate["passed"]:
+        figures = "\n".join(line for line in result.lines()[3:] if not line.lstrip().startswith("failed:"))
         raise ValueError(f"the {calibrated.config.precision} LLM misses the accuracy gate: "
                          f"{'; '.join(result.gate['failures'])}. Nothing was written; try another "
                          f"--calibration-statistic or more --calibration-sequences, or pass --no-accuracy-gate "
-                         f"to keep it anyway")
+                         f"to keep it anyway.\n{figures}")
     return result.to_dict()
 
 
