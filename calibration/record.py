@@ -49,7 +49,7 @@ class CalibrationRecord:
             return out
         t = gate["teacher_forced"]
         out.append(f"  accuracy gate: {'passed' if gate['passed'] else 'FAILED'}; teacher-forced top-1 "
-                   f"{t['top1']:.2%}, mean KL {t['kl']:.4f} over {t['positions']} positions of {t['sequences']} "
+                   f"{t['top1']:.2%}, mean KL {t['kl']:.2g} over {t['positions']} positions of {t['sequences']} "
                    f"held-out sequences")
         if gate.get("evaluation"):
             e = gate["evaluation"]
