@@ -53,10 +53,13 @@ def main() -> None:
     parser.add_argument("--contexts", default="64,512,1024,1700")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--accuracy-level", default="4",
+                        help="session.qdq_matmulnbits_accuracy_level for int8 weight-only graphs (the ort backend's: 4)")
     args = parser.parse_args()
     contexts = [int(c) for c in args.contexts.split(",")]
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", args.accuracy_level)
     sessions = [ort.InferenceSession(g, options, providers=["CPUExecutionProvider"]) for g in args.graphs]
     best = {(g, c): float("inf") for g in range(len(sessions)) for c in contexts}
     for _ in range(args.rounds):

@@ -4,15 +4,86 @@ One graph serves prefill (T new tokens of one or more sequences) and decode
 (T = 1). The runtime owns the KV pool; the graph reads past K/V through the
 block table with a Gather (a standard ONNX op that ONNX Runtime runs on a CPU
 and the TensorRT parser accepts), and returns the new K/V for the runtime to
-commit. It reuses the reference PrefixLM's blocks and weights unchanged.
+commit.
+
+It computes what the reference PrefixLM computes, with its weights and its
+norm and projection modules, in the same floating-point operations in the
+same order (the graph's logits match the reference's), but written for a lean
+graph: a decode step is a few hundred small operations around the weight
+MatMuls, and each costs a kernel launch (docs/benchmarks.md, the lean graph):
+- whatever does not depend on the layer is computed once: the mask (already
+  repeated over the query heads of a KV head), rotary cos/sin at full head
+  width, the block indices, the split point of past and new keys;
+- rotary is x * cos + x[..., (x2, x1)] * (-sin, sin): a Gather of the head
+  dim by a constant index and three elementwise ops, where the reference's
+  halves take nine; the same products and sums (x1 * cos + x2 * -sin equals
+  x1 * cos - x2 * sin exactly);
+- heads stay in [B, T, heads, hd] until attention needs [B, heads, T, hd], and
+  the new K/V of all layers leave in one Concat, not a stack per layer;
+- vp.export.shape_folding then replaces the traced shape arithmetic of every
+  Reshape with constant shapes.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from vp.models.prefix_lm import PrefixLM, prefix_lm_mask, rotary
+from vp.models.prefix_lm import Attention, Block, PrefixLM, prefix_lm_mask, rotary
+
+
+class PagedAttention(nn.Module):
+    """The reference Attention's projections (wq, wk, wv, wo) over the paged past K/V."""
+
+    def __init__(self, attn: Attention):
+        super().__init__()
+        self.wq, self.wk, self.wv, self.wo = attn.wq, attn.wk, attn.wv, attn.wo
+        self.heads, self.kv_heads, self.head_dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
+
+    def forward(self, h, rope, mask, past_k, past_v, dims):
+        """h [B, T, D] normed; rope (cos, sin, rotate_index) of PagedPrefixLM; mask [B, 1, gT, S + T] bool;
+        past_k/past_v [B, KVH, S, hd]; dims (B, T, S). Returns (out [B, T, D], k [B, T, KVH, hd] rotated,
+        v [B, T, KVH, hd])."""
+        B, T, S = dims
+        H, KVH, hd = self.heads, self.kv_heads, self.head_dim
+        q = _rotate(self.wq(h).view(B, T, H, hd), *rope)
+        k = _rotate(self.wk(h).view(B, T, KVH, hd), *rope)
+        v = self.wv(h).view(B, T, KVH, hd)
+        qg = q.transpose(1, 2).reshape(B, KVH, -1, hd).float()  # (B, KVH, gT, hd): a KV head's query heads
+        scores = torch.cat([qg @ past_k.float().transpose(-1, -2),
+                            qg @ k.transpose(1, 2).float().transpose(-1, -2)], dim=-1) / math.sqrt(hd)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(-1).to(v.dtype)  # (B, KVH, gT, S + T)
+        out = weights[..., S:] @ v.transpose(1, 2) + weights[..., :S] @ past_v.to(v.dtype)  # (B, KVH, gT, hd)
+        out = out.reshape(B, H, T, hd).transpose(1, 2).reshape(B, T, H * hd)
+        return self.wo(out), k, v
+
+
+class PagedBlock(nn.Module):
+    """One reference Block over the paged past K/V: its norms and MLP, and its attention as PagedAttention.
+
+    Registered as `blocks.<i>` with the reference's child names, so every weight MatMul keeps the
+    reference module's name (/blocks.0/attn/wq/MatMul: vp.calibration addresses weights by it).
+    """
+
+    def __init__(self, block: Block):
+        super().__init__()
+        self.attn_norm, self.mlp_norm, self.mlp = block.attn_norm, block.mlp_norm, block.mlp
+        self.attn = PagedAttention(block.attn)
+
+    def forward(self, x, rope, mask, past_k, past_v, dims):
+        """x [B, T, D] -> (x, k, v); see PagedAttention.forward."""
+        h, k, v = self.attn(self.attn_norm(x), rope, mask, past_k, past_v, dims)
+        x = x + h
+        return x + self.mlp(self.mlp_norm(x)), k, v
+
+
+def _rotate(x, cos, sin, rotate_index):
+    """x [B, T, heads, hd] rotated: x * cos + x[..., (x2, x1)] * (-sin, sin), in float32."""
+    xf = x.float()
+    return (xf * cos + xf.index_select(-1, rotate_index) * sin).to(x.dtype)
 
 
 class PagedPrefixLM(nn.Module):
@@ -34,37 +105,48 @@ class PagedPrefixLM(nn.Module):
 
     def __init__(self, model: PrefixLM):
         super().__init__()
-        self.model = model
+        self.config = model.config
+        self.tok_embeddings = model.tok_embeddings
+        self.blocks = nn.ModuleList(PagedBlock(block) for block in model.blocks)
+        self.norm = model.norm
+        half = model.config.head_dim // 2
+        self.register_buffer("rotate_index", torch.cat([torch.arange(half, 2 * half), torch.arange(half)]),
+                             persistent=False)
 
     def forward(self, input_ids, input_embeds, embed_mask, position_ids, kv_pool, block_table,
                 context_lens, prefix_lens):
-        c = self.model.config
+        c = self.config
+        KVH, hd = c.n_kv_heads, c.head_dim
         B, T = input_ids.shape
         num_blocks, block_size = kv_pool.shape[3], kv_pool.shape[4]
         S = block_table.shape[1] * block_size
         past_pos = torch.arange(S, device=input_ids.device)  # (S,)
         # Each layer gathers its past K and V with one Gather of whole blocks each, straight into the
         # [B, KVH, S, hd] layout the attention multiplies with (vp.runtime.kv_pool: why this layout).
-        blocks = kv_pool.reshape(-1, block_size, c.head_dim)  # (L * 2 * KVH * num_blocks, bs, hd)
-        heads = torch.arange(c.n_kv_heads, device=input_ids.device)
+        blocks = kv_pool.reshape(-1, block_size, hd)  # (L * 2 * KVH * num_blocks, bs, hd)
+        heads = torch.arange(KVH, device=input_ids.device)
         head_blocks = heads[None, :, None] * num_blocks + block_table[:, None, :]  # (B, KVH, max_blocks)
         k_pos = torch.cat([past_pos[None].expand(B, S), position_ids], dim=1)  # (B, S + T)
         k_valid = torch.cat([past_pos[None] < context_lens[:, None], torch.ones_like(position_ids, dtype=torch.bool)], 1)
-        mask = prefix_lm_mask(position_ids, k_pos, prefix_lens, k_valid)  # (B, 1, T, S + T)
-        cos, sin = rotary(position_ids, c.head_dim, c.rope_theta)
+        # query row gi * T + t of a KV head's group reads query t's mask
+        mask = prefix_lm_mask(position_ids, k_pos, prefix_lens, k_valid).repeat(1, 1, c.n_heads // KVH, 1)
+        cos, sin = rotary(position_ids, hd, c.rope_theta)  # (B, 1, T, hd/2)
+        cos, sin = torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)
+        rope = (cos.transpose(1, 2), sin.transpose(1, 2), self.rotate_index)  # (B, T, 1, hd) each
         # One [D, V] tensor serves the token lookup and the tied output projection, so the
         # graph stores the embedding once (the exporter pre-transposes MatMul weights; a
         # separate lookup would keep a second copy: +0.9 GB for the paper vocabulary in fp32).
-        table = self.model.tok_embeddings.weight.t()  # (D, V)
+        table = self.tok_embeddings.weight.t()  # (D, V)
         x = table[:, input_ids].permute(1, 2, 0)  # (B, T, D)
         x = torch.where(embed_mask[..., None], input_embeds.to(x.dtype), x)
         new = []
-        for layer, block in enumerate(self.model.blocks):
-            k_blocks = head_blocks + 2 * layer * c.n_kv_heads * num_blocks  # in the layer's K planes
-            v_blocks = k_blocks + c.n_kv_heads * num_blocks  # in its V planes
-            past_k, past_v = (blocks[i].reshape(B, c.n_kv_heads, S, c.head_dim).to(x.dtype) for i in (k_blocks, v_blocks))
-            x, k, v = block(x, cos, sin, mask, past_k, past_v)
-            new.append(torch.stack([k, v]))  # (2, B, KVH, T, hd)
-        new_kv = torch.stack(new).transpose(2, 3)  # (L, 2, KVH, B, T, hd): the pool's layout
-        logits = (self.model.norm(x[:, -1]) @ table).float()  # (B, V)
+        for layer, block in enumerate(self.blocks):
+            k_blocks = head_blocks + 2 * layer * KVH * num_blocks  # in the layer's K planes
+            v_blocks = k_blocks + KVH * num_blocks  # in its V planes
+            past_k, past_v = (blocks[i].reshape(B, KVH, S, hd).to(x.dtype) for i in (k_blocks, v_blocks))
+            x, k, v = block(x, rope, mask, past_k, past_v, (B, T, S))
+            new += [k, v]
+        # all layers' new K and V in one Concat: (B, T, L * 2 * KVH, hd) -> the pool's (L, 2, KVH, B, T, hd)
+        new_kv = torch.cat(new, dim=2).view(B, T, c.n_layers, 2, KVH, hd).permute(2, 3, 4, 0, 1, 5)
+        logits = (self.norm(x[:, -1]) @ table).float()  # (B, V)
         return logits, new_kv.to(kv_pool.dtype)

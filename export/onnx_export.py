@@ -23,6 +23,7 @@ import torch
 
 from vp.engines.contract import Contract
 from vp.export.graphs import example_inputs, graph_for
+from vp.export.shape_folding import fold_reshapes
 from vp.models.checkpoint import Models
 
 OPSET = 18
@@ -45,6 +46,8 @@ def export_component(models: Models, contract: Contract, path: str | Path, preci
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         traced = Path(scratch) / path.name
         _trace(module, args, contract, traced)
+        if contract.component == "llm":
+            _fold_shapes(traced)
         if len(list(Path(scratch).iterdir())) == 1:
             traced.replace(path)
             return []
@@ -57,6 +60,16 @@ def export_component(models: Models, contract: Contract, path: str | Path, preci
                         location=data_name, size_threshold=1024)
         (path.parent / data_name).chmod(path.stat().st_mode)  # onnx creates it 0600
     return [data_name]
+
+
+def _fold_shapes(path: Path) -> None:
+    """The traced graph with constant Reshape shapes (vp.export.shape_folding), written over it;
+    weights in external data files beside it stay where they are."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    fold_reshapes(model)
+    onnx.save_model(model, str(path))
 
 
 def _trace(module, args, contract: Contract, path: Path) -> None:
