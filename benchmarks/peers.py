@@ -2,7 +2,7 @@
 
     pip install --target DIR onnxruntime-genai==0.18.0 transformers --no-deps   # never into vp's env
     PYTHONPATH=DIR python benchmarks/peers.py --work /tmp/peers [--precisions fp32,int8,int4]
-        [--contexts 64,512,1024,1700] [--steps 40] [--rounds 3]
+        [--contexts 64,512,1024,1700] [--steps 40] [--rounds 3] [--bundles A,B]
 
 Builds a random-init transformers Llama of the small preset's LLM dimensions
 (768 wide, 12 layers, 12 heads, 4 KV heads, SwiGLU 2048, vocabulary 20,736,
@@ -10,7 +10,9 @@ tied embeddings), turns it into onnxruntime-genai models with genai's own model
 builder (CPU, one per precision), and times batch-1 greedy decode with 2
 threads: for each context, the prompt is appended, then `steps` tokens are
 generated one at a time; the median ms per token (after 3), best of `rounds`
-interleaved rounds. Compare with benchmarks/decode_context.py on a vp bundle.
+interleaved rounds. `--bundles` times vp bundles' decode steps (as
+benchmarks/decode_context.py does: the ort backend's `PagedLLM.forward`) in the
+same rounds, so a machine whose speed drifts (a shared one) drifts for both.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -81,23 +84,42 @@ def main() -> None:
     parser.add_argument("--contexts", default="64,512,1024,1700")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bundles", default="", help="vp bundles to time in the same rounds, comma-separated")
     args = parser.parse_args()
     import onnxruntime_genai as og
 
     args.work.mkdir(parents=True, exist_ok=True)
     hf = llama(args.work / "llama")
     contexts = [int(c) for c in args.contexts.split(",")]
-    models = {p: og.Model(str(build(hf, args.work, p))) for p in args.precisions.split(",")}
-    best = {(p, c): float("inf") for p in models for c in contexts}
+    runs = {f"genai {p}": partial(decode_ms, og.Model(str(build(hf, args.work, p))))
+            for p in args.precisions.split(",")}
+    for path in filter(None, args.bundles.split(",")):
+        runs[f"vp {Path(path).parent.name}/{Path(path).name}"] = vp_decode(path, max(contexts) + args.steps)
+    best = {(name, c): float("inf") for name in runs for c in contexts}
     for _ in range(args.rounds):
-        for p, model in models.items():
+        for name, run in runs.items():
             for c in contexts:
-                best[p, c] = min(best[p, c], decode_ms(model, c, args.steps))
+                best[name, c] = min(best[name, c], run(c, args.steps))
     print(f"onnxruntime-genai {og.__version__}, batch 1, 2 threads, ms per decode token "
           f"(median of {args.steps}, best of {args.rounds} rounds)")
-    print("context " + "".join(f"{p:>10}" for p in models))
+    width = max(12, *(len(name) + 2 for name in runs))
+    print("context " + "".join(f"{name:>{width}}" for name in runs))
     for c in contexts:
-        print(f"{c:7d} " + "".join(f"{best[p, c]:10.2f}" for p in models))
+        print(f"{c:7d} " + "".join(f"{best[name, c]:{width}.2f}" for name in runs))
+
+
+def vp_decode(path: str, max_context: int):
+    """run(context, steps) -> ms per decode step of the vp bundle at `path` (ONNX Runtime, all cores)."""
+    from decode_context import step_ms
+
+    from vp.runtime.backends import open_backend
+    from vp.runtime.bundle import Bundle
+
+    bundle = Bundle.open(path)
+    backend, _ = open_backend("ort", bundle)
+    block = backend.paged_llm(1).layout.block_size
+    llm = backend.paged_llm(-(-max_context // block))
+    return partial(step_ms, llm, bundle.manifest.preset["llm"]["d_model"])
 
 
 if __name__ == "__main__":
