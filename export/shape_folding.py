@@ -25,7 +25,10 @@ from onnx import numpy_helper
 
 
 def fold_reshapes(model: onnx.ModelProto) -> int:
-    """Rewrite `model` in place; returns the number of Reshapes given a constant shape."""
+    """Rewrite `model` in place; returns the number of Reshapes given a constant shape. For graphs
+    without control flow (If, Loop, Scan read names from their subgraphs, which this does not follow)."""
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in model.graph.node for a in n.attribute):
+        raise ValueError("shape folding does not handle graphs with control flow (If, Loop, Scan)")
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=False, guess_output_rank=False)
