@@ -25,6 +25,7 @@ from vp.calibration.gate import GateThresholds, eval_rows, teacher_forced, verdi
 from vp.calibration.record import CalibrationRecord
 from vp.engines.precision import QUANTIZED
 from vp.models.checkpoint import Models
+from vp.export.llm_graph import FUSED, PagedPrefixLM
 from vp.models.prefix_lm import PrefixLM
 
 WEIGHT_SCALES = "int8, symmetric per output channel (absmax / 127)"
@@ -78,15 +79,27 @@ def calibrate(models: Models, config: QuantizationConfig) -> Calibrated:
     scales = None
     if config.w8a8:
         smoothquant.smooth(model, statistics.channel_max(model, data.calibration), config.smoothquant_alpha)
-        scales = statistics.tensor_scales(model, data.calibration, config.statistic)
+        scales = graph_scales(statistics.tensor_scales(model, data.calibration, config.statistic))
     return Calibrated(config, model, graph_weights(model), scales, data)
 
 
 def graph_weights(model: PrefixLM) -> dict[str, np.ndarray]:
-    """Module name -> the fp32 [K, N] weight its graph MatMul multiplies (`head`: the tied table)."""
+    """Graph module name -> the fp32 [K, N] weight its MatMul multiplies (`head`: the tied table);
+    the graph's modules (vp.export.llm_graph) fuse some of the reference's (FUSED)."""
+    blocks = PagedPrefixLM(model).blocks
     out = {f"blocks.{name}": m.weight.detach().t().numpy().copy()
-           for name, m in model.blocks.named_modules() if isinstance(m, nn.Linear)}
+           for name, m in blocks.named_modules() if isinstance(m, nn.Linear)}
     out[statistics.HEAD] = model.tok_embeddings.weight.detach().t().numpy().copy()
+    return out
+
+
+def graph_scales(scales: dict[str, float]) -> dict[str, float]:
+    """Activation scales by reference module name -> by graph module name. The modules a fused
+    MatMul holds all read its input (one tensor), so they have one scale; the largest is kept."""
+    out = dict(scales)
+    for block in {name.rsplit(".", 2)[0] for name in scales if name.startswith("blocks.")}:
+        for graph_name, parts in FUSED.items():
+            out[f"{block}.{graph_name}"] = max(out.pop(f"{block}.{part}") for part in parts)
     return out
 
 

@@ -1,7 +1,8 @@
 """Activation statistics of the LLM's weight MatMuls, over calibration sequences.
 
 Every weight MatMul of the graph reads one activation: the input of each
-nn.Linear in the blocks (wq, wk, wv, wo, w_gate, w_up, w_down), and `head`, the
+nn.Linear in the blocks (wq, wk, wv, wo, w_gate, w_up, w_down; the graph fuses wq, wk, wv and
+w_gate, w_up, which read one tensor each: vp.calibration.llm.graph_scales), and `head`, the
 final norm's output that the tied output projection multiplies. Per tensor:
 
     max          the largest |x| seen (TensorRT's and ModelOpt's default for W8A8)

@@ -7,10 +7,11 @@ and the TensorRT parser accepts), and returns the new K/V for the runtime to
 commit.
 
 It computes what the reference PrefixLM computes, with its weights and its
-norm and projection modules, in the same floating-point operations in the
-same order (the graph's logits match the reference's), but written for a lean
-graph: a decode step is a few hundred small operations around the weight
-MatMuls, and each costs a kernel launch (docs/benchmarks.md, the lean graph):
+norm and projection modules, in the same floating-point operations (a fused
+projection computes each output's dot product as before; the parity tests
+hold the logits to the reference), but written for a lean graph: a decode
+step is a few hundred small operations around the weight MatMuls, and each
+costs a kernel launch (docs/benchmarks.md, the lean LLM graph):
 - whatever does not depend on the layer is computed once: the mask (already
   repeated over the query heads of a KV head), rotary cos/sin at full head
   width, the block indices, the split point of past and new keys;
@@ -18,6 +19,9 @@ MatMuls, and each costs a kernel launch (docs/benchmarks.md, the lean graph):
   dim by a constant index and three elementwise ops, where the reference's
   halves take nine; the same products and sums (x1 * cos + x2 * -sin equals
   x1 * cos - x2 * sin exactly);
+- wq, wk and wv are one MatMul (wqkv), and so are w_gate and w_up
+  (w_gate_up): larger products, fewer of them, and rotary turns q's and k's
+  heads in one pass;
 - heads stay in [B, T, heads, hd] until attention needs [B, heads, T, hd], and
   the new K/V of all layers leave in one Concat, not a stack per layer;
 - vp.export.shape_folding then replaces the traced shape arithmetic of every
@@ -29,17 +33,31 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from vp.models.prefix_lm import Attention, Block, PrefixLM, prefix_lm_mask, rotary
+from vp.models.prefix_lm import MLP, Attention, Block, PrefixLM, prefix_lm_mask, rotary
+
+
+def fused(*linears: nn.Linear) -> nn.Linear:
+    """One bias-free Linear whose outputs are the outputs of `linears` side by side (their weights
+    concatenated: one MatMul reads the shared input once where there were len(linears))."""
+    weight = torch.cat([linear.weight.detach() for linear in linears])
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device, dtype=weight.dtype)
+    out.weight = nn.Parameter(weight, requires_grad=False)
+    return out
+
+
+# graph module (in a block) -> the reference modules it fuses, in output order
+FUSED = {"attn.wqkv": ("attn.wq", "attn.wk", "attn.wv"), "mlp.w_gate_up": ("mlp.w_gate", "mlp.w_up")}
 
 
 class PagedAttention(nn.Module):
-    """The reference Attention's projections (wq, wk, wv, wo) over the paged past K/V."""
+    """The reference Attention over the paged past K/V, with wq, wk and wv fused into wqkv."""
 
     def __init__(self, attn: Attention):
         super().__init__()
-        self.wq, self.wk, self.wv, self.wo = attn.wq, attn.wk, attn.wv, attn.wo
+        self.wqkv, self.wo = fused(attn.wq, attn.wk, attn.wv), attn.wo
         self.heads, self.kv_heads, self.head_dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
 
     def forward(self, h, rope, mask, past_k, past_v, dims):
@@ -48,9 +66,8 @@ class PagedAttention(nn.Module):
         v [B, T, KVH, hd])."""
         B, T, S = dims
         H, KVH, hd = self.heads, self.kv_heads, self.head_dim
-        q = _rotate(self.wq(h).view(B, T, H, hd), *rope)
-        k = _rotate(self.wk(h).view(B, T, KVH, hd), *rope)
-        v = self.wv(h).view(B, T, KVH, hd)
+        qk, v = self.wqkv(h).view(B, T, H + 2 * KVH, hd).split([H + KVH, KVH], dim=2)
+        q, k = _rotate(qk, *rope).split([H, KVH], dim=2)  # rotary is per head: q's and k's heads at once
         qg = q.transpose(1, 2).reshape(B, KVH, -1, hd).float()  # (B, KVH, gT, hd): a KV head's query heads
         scores = torch.cat([qg @ past_k.float().transpose(-1, -2),
                             qg @ k.transpose(1, 2).float().transpose(-1, -2)], dim=-1) / math.sqrt(hd)
@@ -61,17 +78,31 @@ class PagedAttention(nn.Module):
         return self.wo(out), k, v
 
 
-class PagedBlock(nn.Module):
-    """One reference Block over the paged past K/V: its norms and MLP, and its attention as PagedAttention.
+class PagedMLP(nn.Module):
+    """The reference MLP with w_gate and w_up fused into w_gate_up: w_down(silu(gate) * up)."""
 
-    Registered as `blocks.<i>` with the reference's child names, so every weight MatMul keeps the
-    reference module's name (/blocks.0/attn/wq/MatMul: vp.calibration addresses weights by it).
+    def __init__(self, mlp: MLP):
+        super().__init__()
+        self.w_gate_up, self.w_down = fused(mlp.w_gate, mlp.w_up), mlp.w_down
+
+    def forward(self, x):
+        hidden = self.w_down.in_features
+        gate, up = self.w_gate_up(x).split([hidden, hidden], dim=-1)
+        return self.w_down(F.silu(gate) * up)
+
+
+class PagedBlock(nn.Module):
+    """One reference Block over the paged past K/V: its norms, PagedAttention and PagedMLP.
+
+    Registered as `blocks.<i>` with the reference's child names, so every weight MatMul is named
+    after its module (/blocks.0/attn/wqkv/MatMul: vp.calibration addresses weights by it; FUSED
+    says which reference modules a fused one holds).
     """
 
     def __init__(self, block: Block):
         super().__init__()
-        self.attn_norm, self.mlp_norm, self.mlp = block.attn_norm, block.mlp_norm, block.mlp
-        self.attn = PagedAttention(block.attn)
+        self.attn_norm, self.mlp_norm = block.attn_norm, block.mlp_norm
+        self.attn, self.mlp = PagedAttention(block.attn), PagedMLP(block.mlp)
 
     def forward(self, x, rope, mask, past_k, past_v, dims):
         """x [B, T, D] -> (x, k, v); see PagedAttention.forward."""

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from vp.calibration import graph
-from vp.calibration.llm import graph_weights
+from vp.calibration.llm import graph_scales, graph_weights
 from vp.calibration.statistics import tensor_scales
 from vp.export.contracts import contracts
 
@@ -30,7 +30,7 @@ def quantized(tiny_models, tiny_llm_graphs, tiny_calibration, tmp_path_factory):
     folder = tmp_path_factory.mktemp("int8")
     model = onnx.load(str(tiny_llm_graphs["fp32"]))
     weights = graph_weights(tiny_models.llm)
-    scales = tensor_scales(tiny_models.llm, tiny_calibration.calibration[:3], "max")
+    scales = graph_scales(tensor_scales(tiny_models.llm, tiny_calibration.calibration[:3], "max"))
     out = {}
     for flavour, act in (("int8-wo", None), ("int8", scales)):
         for target in ("cpu", "tensorrt"):
@@ -70,7 +70,8 @@ def _fused(path) -> collections.Counter:
 @pytest.mark.parametrize("flavour, kernel", [("int8-wo", "MatMulNBits"), ("int8", "MatMulIntegerToFloat")])
 def test_onnx_runtime_fuses_every_weight_matmul_into_an_integer_kernel(quantized, tiny_models, flavour, kernel):
     ops = _fused(quantized[flavour, "cpu"])
-    assert ops[kernel] == 7 * tiny_models.preset.llm.n_layers + 1  # every projection and the output head
+    # every projection (wqkv, wo, w_gate_up, w_down: vp.export.llm_graph fuses) and the output head
+    assert ops[kernel] == 4 * tiny_models.preset.llm.n_layers + 1
     assert ops["DequantizeLinear"] == 0  # no weight is dequantized at run time
 
 
@@ -95,8 +96,8 @@ def test_int8_graphs_store_int8(quantized, tiny_llm_graphs):
     onnx.checker.check_model(model)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == graph.OPSET
     kinds = {i.name: i.data_type for i in model.graph.initializer}
-    assert kinds["blocks.0.attn.wq.weight_int8"] == onnx.TensorProto.INT8
-    assert kinds["blocks.0.attn.wq.input_zero_point"] == onnx.TensorProto.INT8
+    assert kinds["blocks.0.attn.wqkv.weight_int8"] == onnx.TensorProto.INT8
+    assert kinds["blocks.0.attn.wqkv.input_zero_point"] == onnx.TensorProto.INT8
     # TensorRT reads an int8 constant only through a DQ: every int8 initializer feeds DequantizeLinear
     readers = collections.defaultdict(set)
     for node in model.graph.node:
@@ -115,11 +116,22 @@ def test_fp16_graph_gets_fp16_scales(tiny_models, tiny_llm_graphs):
     assert scale.data_type == onnx.TensorProto.FLOAT16
 
 
+def test_fused_matmuls_take_the_scale_of_the_tensor_they_read(tiny_models, tiny_calibration):
+    scales = tensor_scales(tiny_models.llm, tiny_calibration.calibration[:2], "max")
+    assert scales["blocks.1.attn.wq"] == scales["blocks.1.attn.wk"] == scales["blocks.1.attn.wv"]
+    assert scales["blocks.1.mlp.w_gate"] == scales["blocks.1.mlp.w_up"]
+    mapped = graph_scales(scales)
+    assert set(mapped) == set(graph_weights(tiny_models.llm))  # one scale per graph MatMul
+    assert mapped["blocks.1.attn.wqkv"] == scales["blocks.1.attn.wq"]
+    assert mapped["blocks.1.mlp.w_gate_up"] == scales["blocks.1.mlp.w_up"]
+    assert mapped["blocks.1.mlp.w_down"] == scales["blocks.1.mlp.w_down"]
+
+
 def test_bad_weights_are_refused(tiny_models, tiny_llm_graphs):
     model = onnx.load(str(tiny_llm_graphs["fp32"]))
     weights = graph_weights(tiny_models.llm)
-    with pytest.raises(ValueError, match="no float weight for the graph's MatMul.*blocks.0.attn.wq"):
-        graph.quantize_graph(model, {k: v for k, v in weights.items() if k != "blocks.0.attn.wq"})
+    with pytest.raises(ValueError, match="no float weight for the graph's MatMul.*blocks.0.attn.wqkv"):
+        graph.quantize_graph(model, {k: v for k, v in weights.items() if k != "blocks.0.attn.wqkv"})
     weights["head"] = weights["head"][:, :10]
     with pytest.raises(ValueError, match="weight of head: the graph has"):
         graph.quantize_graph(model, weights)
