@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
+
+SMALL = 64  # initializers of at most this many elements keep their values for inference (shape constants)
 
 
 def fold_reshapes(model: onnx.ModelProto) -> int:
@@ -31,7 +33,7 @@ def fold_reshapes(model: onnx.ModelProto) -> int:
         raise ValueError("shape folding does not handle graphs with control flow (If, Loop, Scan)")
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-    inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=False, guess_output_rank=False)
+    inferred = SymbolicShapeInference.infer_shapes(_shapes_only(model), auto_merge=False, guess_output_rank=False)
     dims = {}
     for info in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         tensor = info.type.tensor_type
@@ -53,6 +55,21 @@ def fold_reshapes(model: onnx.ModelProto) -> int:
         folded += 1
     _remove_unread(graph)
     return folded
+
+
+def _shapes_only(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with every initializer but the small ones (shape constants) declared as an input of
+    its dtype and shape: inference needs their shapes, not their values, which may not even be
+    loaded (a graph above 2 GB keeps its weights in external files)."""
+    graph = model.graph
+    small = [i for i in graph.initializer if not i.external_data and int(np.prod(i.dims)) <= SMALL]
+    kept = {i.name for i in small}
+    weights = [helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
+               for i in graph.initializer if i.name not in kept]
+    light = helper.make_model(helper.make_graph(graph.node, graph.name, [*graph.input, *weights], graph.output, small),
+                              opset_imports=model.opset_import)
+    light.ir_version = model.ir_version
+    return light
 
 
 def _constant_shape(source: list | None, target: list | None) -> list[int] | None:
