@@ -90,10 +90,9 @@ def sample(
 
     Greedy (temperature 0) is the first argmax. Otherwise, in float32: scale by
     1 / temperature, exponentiate against the row max (an id less likely than
-    e^-80 of the max counts as e^-80: nothing a float32 sum of fewer than 10^27
-    ids could tell apart, and exp in subnormals is slow), and draw by rejection,
-    never sorting (the kept set of top-k / top-p is a threshold on the
-    probability, found from the draws themselves):
+    about e^-87 of the max underflows to 0 and is never drawn), and draw by
+    rejection, never sorting (the kept set of top-k / top-p is a threshold on
+    the probability, found from the draws themselves):
 
     - the kept set K: the ids i for which fewer than top_k ids are more likely
       (top_k > 0) and the mass of the ids more likely than i is below top_p
@@ -105,8 +104,9 @@ def sample(
       draws again.
 
     This draws from the distribution restricted to K exactly; a draw is
-    accepted with probability >= top_p, so a row takes about 1 / top_p
-    draws, each a few passes over the window (no sort, no cumulative sum of it).
+    accepted with probability >= top_p, so a row takes about 1 / top_p draws.
+    A row costs four passes over the window (max, subtract, exp, block sums)
+    and two per draw (compare, masked sum); no sort, no cumulative sum of it.
     """
     logits = np.asarray(logits)
     if logits.ndim != 2:
@@ -122,8 +122,7 @@ def sample(
     if config.temperature != 1.0:
         x = x * np.float32(1.0 / config.temperature)
     weights = np.subtract(x, x.max(axis=1, keepdims=True), dtype=np.float32)
-    np.maximum(weights, _FLOOR, out=weights)  # keeps exp out of float32's subnormals (slow to compute)
-    np.exp(weights, out=weights)  # (B, W) in [e^-80, 1], 1 at each row's max
+    np.exp(weights, out=weights)  # (B, W) in [0, 1], 1 at each row's max
     ids = np.array([_draw(row, config, rng) for row, rng in zip(weights, rngs)], np.int64)
     return ids + low
 
@@ -146,37 +145,48 @@ def sample_guided(
 
 
 _BLOCK = 1024  # ids per block of the inverse-CDF draw
-_FLOOR = np.float32(-80.0)  # log-probabilities below the row max by more count as -80: e^-80 = 1.8e-35
 
 
 def _draw(weights: np.ndarray, config: SamplingConfig, rng: np.random.Generator) -> int:
     """One id from the unnormalized probabilities `weights` [W] float32, restricted to the kept set."""
     top_k = config.top_k if 0 < config.top_k < weights.size else 0
     cut = config.top_p < 1.0
-    mass = float(weights.sum()) * config.top_p if cut else 0.0
-    excess = np.empty_like(weights)
+    blocks = _block_sums(weights)
+    mass = float(blocks[-1]) * config.top_p
+    above = np.empty(weights.shape, bool)
     pivot = None  # draws come from the ids with weight > pivot
     while True:
-        j = _inverse_cdf(weights if pivot is None else np.where(weights > pivot, weights, 0), rng)
-        # the ids more likely than j: their count and mass, as sum(max(w - w_j, 0)) + count * w_j
-        # (two passes that vectorize; a boolean-masked sum is ten times slower)
-        np.subtract(weights, weights[j], out=excess)
-        np.maximum(excess, 0, out=excess)
-        count = np.count_nonzero(excess)
-        if (not top_k or count < top_k) and (not cut or float(excess.sum()) + count * float(weights[j]) < mass):
+        if pivot is None:
+            j = _inverse_cdf(weights, blocks, rng)
+        else:
+            kept = np.where(weights > pivot, weights, np.float32(0))
+            j = _inverse_cdf(kept, _block_sums(kept), rng)
+        if not top_k and not cut:
+            return j
+        np.greater(weights, weights[j], out=above)  # the ids more likely than j
+        count = np.count_nonzero(above)
+        if (not top_k or count < top_k) and (not cut or float(np.dot(weights, above.astype(np.float32))) < mass):
             return j
         pivot = weights[j]
 
 
-def _inverse_cdf(weights: np.ndarray, rng: np.random.Generator) -> int:
-    """The id j (weights[j] > 0) where one uniform number falls on the cumulative weights, in id order."""
-    starts = np.arange(0, weights.size, _BLOCK)
-    blocks = np.cumsum(np.add.reduceat(weights, starts), dtype=np.float64)
+def _block_sums(weights: np.ndarray) -> np.ndarray:
+    """The cumulative sums of `weights` [W] over blocks of _BLOCK ids, in float64 [ceil(W / _BLOCK)]."""
+    whole = weights.size // _BLOCK * _BLOCK
+    sums = weights[:whole].reshape(-1, _BLOCK).sum(axis=1, dtype=np.float32)
+    if whole < weights.size:
+        sums = np.append(sums, weights[whole:].sum(dtype=np.float32))
+    return np.cumsum(sums, dtype=np.float64)
+
+
+def _inverse_cdf(weights: np.ndarray, blocks: np.ndarray, rng: np.random.Generator) -> int:
+    """The id j (weights[j] > 0) where one uniform number falls on the cumulative weights, in id order
+    (blocks: their _block_sums)."""
     target = rng.random() * blocks[-1]
-    b = min(int(np.searchsorted(blocks, target, side="right")), len(starts) - 1)
-    inside = weights[starts[b]:starts[b] + _BLOCK]
+    b = min(int(np.searchsorted(blocks, target, side="right")), len(blocks) - 1)
+    inside = weights[b * _BLOCK:(b + 1) * _BLOCK]
     cum = np.cumsum(inside, dtype=np.float64) + (blocks[b - 1] if b else 0.0)
     i = min(int(np.searchsorted(cum, target, side="right")), inside.size - 1)
     if inside[i] == 0:  # rounding ran past the last id with weight in the block: take that id
         i = int(np.flatnonzero(inside)[-1])
-    return int(starts[b]) + i
+    return b * _BLOCK + i
