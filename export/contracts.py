@@ -79,7 +79,7 @@ def _latent_ranges(preset: Preset) -> dict[str, tuple[int, int, int]]:
     }
 
 
-def video_contracts(preset: Preset) -> tuple[Contract, Contract, Contract]:
+def video_contracts(preset: Preset) -> tuple[Contract, ...]:
     f, s = preset.video_tokenizer.temporal_factor, preset.video_tokenizer.spatial_factor
     lat = _latent_ranges(preset)
     pixel = {"frames": tuple(1 + f * (t - 1) for t in lat["latent_frames"]),
@@ -93,12 +93,13 @@ def video_contracts(preset: Preset) -> tuple[Contract, Contract, Contract]:
                        inputs=(video,), outputs=(codes,), profiles=(Profile("main", {**batch, **pixel, **lat}),))
     decoder = Contract(component="video_decoder", doc="Codes -> video (the causal 3D CNN decoder).",
                        inputs=(codes,), outputs=(video,), profiles=(Profile("main", {**batch, **pixel, **lat}),))
-    return encoder, decoder, decoder_step_contract(preset, lat, pixel)
+    return encoder, decoder, *decoder_step_contracts(preset, lat, pixel)
 
 
-def decoder_step_contract(preset: Preset, lat: dict, pixel: dict) -> Contract:
+def decoder_step_contracts(preset: Preset, lat: dict, pixel: dict) -> tuple[Contract, Contract]:
     """The video decoder one latent frame per call, carrying each convolution's state
-    (vp.models.video_decoder_step): what streaming runs."""
+    (vp.models.video_decoder_step): what streaming runs. The first latent frame has a graph of
+    its own (no state in, one frame out), every later one the step graph."""
     config = preset.video_tokenizer
     layout = state_layout(config)
 
@@ -109,25 +110,29 @@ def decoder_step_contract(preset: Preset, lat: dict, pixel: dict) -> Contract:
     scaled = {grid(s)[axis]: tuple(s * v for v in lat[name])
               for s in {s for _, s in layout} if s > 1 for axis, name in enumerate(("latent_height", "latent_width"))}
     states = [(c, 2, *grid(s)) for c, s in layout]
-    return Contract(
-        component="video_decoder_step",
-        doc="Codes of one latent frame + the decoder's causal state -> its frames + the next state.",
-        inputs=(
-            T("codes", "int64", ("batch", 1, "latent_height", "latent_width"), "LFQ codes of one latent frame"),
-            T("first", "bool", (1,), "True for the clip's first latent frame (its state is all zeros)"),
-            *(T(f"state_{i}", "float", ("batch", *shape), f"convolution {i}'s last two input frames")
-              for i, shape in enumerate(states)),
-        ),
-        outputs=(
-            T("video", "float", ("batch", 3, config.temporal_factor, "height", "width"),
-              "the latent frame's frames in [-1, 1]; of the first latent frame's, only the last is real"),
-            *(T(f"next_state_{i}", "float", ("batch", *shape), f"state_{i} for the next latent frame")
-              for i, shape in enumerate(states)),
-        ),
-        profiles=(Profile("main", {"batch": (1, 1, 2), "latent_height": lat["latent_height"],
-                                   "latent_width": lat["latent_width"], "height": pixel["height"],
-                                   "width": pixel["width"], **scaled}),),
+    codes = T("codes", "int64", ("batch", 1, "latent_height", "latent_width"), "LFQ codes of one latent frame")
+    next_state = tuple(T(f"next_state_{i}", "float", ("batch", *shape), f"state_{i} of the next latent frame's call")
+                       for i, shape in enumerate(states))
+    grids = {"batch": (1, 1, 2), "latent_height": lat["latent_height"], "latent_width": lat["latent_width"],
+             "height": pixel["height"], "width": pixel["width"]}
+    first = Contract(
+        component="video_decoder_first",
+        doc="Codes of a clip's first latent frame -> its one frame + the decoder's causal state after it.",
+        inputs=(codes,),
+        outputs=(T("video", "float", ("batch", 3, 1, "height", "width"), "the first latent frame's frame in [-1, 1]"),
+                 *next_state),
+        profiles=(Profile("main", grids),),
     )
+    step = Contract(
+        component="video_decoder_step",
+        doc="Codes of a later latent frame + the decoder's causal state -> its frames + the next state.",
+        inputs=(codes, *(T(f"state_{i}", "float", ("batch", *shape), f"convolution {i}'s last two input frames")
+                         for i, shape in enumerate(states))),
+        outputs=(T("video", "float", ("batch", 3, config.temporal_factor, "height", "width"),
+                   "the latent frame's frames in [-1, 1]"), *next_state),
+        profiles=(Profile("main", {**grids, **scaled}),),
+    )
+    return first, step
 
 
 def audio_contracts(preset: Preset) -> tuple[Contract, Contract]:

@@ -34,8 +34,8 @@ def graph_for(component: str, models: Models) -> nn.Module:
     """The module whose forward is `component`'s contract."""
     if component == "llm":
         return PagedPrefixLM(models.llm)
-    if component == "video_decoder_step":
-        return DecoderStep(models.video_tokenizer)
+    if component in ("video_decoder_first", "video_decoder_step"):
+        return DecoderStep(models.video_tokenizer, first=component == "video_decoder_first")
     if component.startswith("superres_"):
         return models.superres[int(component.split("_")[1])]
     owner, method = {

@@ -220,10 +220,10 @@ def _bench_stream(pipeline, task, prompt, config, progress) -> dict | None:
             first.append((time.perf_counter() - start) * 1e3)
         chunks.close()
     codes = np.random.default_rng(config.seed).integers(0, pipeline.bundle.vocab.visual_codes, grid)
-    step = pipeline.session("video_decoder_step")
+    sessions = pipeline.session("video_decoder_first"), pipeline.session("video_decoder_step")
 
     def streamed():
-        decoder = VideoDecodeStream(step, *grid[1:])
+        decoder = VideoDecodeStream(*sessions, *grid[1:])
         for latent_frame in codes:
             decoder.push(latent_frame)
 

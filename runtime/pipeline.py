@@ -174,7 +174,7 @@ class Pipeline:
         if layout.video_grid is None:
             raise ValueError(f"task {layout.task.value} generates no video to stream")
         grid = tuple(layout.video_grid[1:])
-        decoder = VideoDecodeStream(self.session("video_decoder_step"), *grid)
+        decoder = VideoDecodeStream(self.session("video_decoder_first"), self.session("video_decoder_step"), *grid)
         lo, hi = vocab.visual_range()
         codes: list[int] = []
         latent_frame = 0

@@ -76,8 +76,8 @@ def test_graph_matches_torch(name, precision, tiny_models, request):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @torch.no_grad()
 def test_decoder_step_graph_streams_the_whole_clip_decode(precision, tiny_models, request):
-    """video_decoder_step under ONNX Runtime, one latent frame per call with its state carried by
-    the runtime's VideoDecodeStream, gives the frames of torch's whole-clip decode."""
+    """video_decoder_first then video_decoder_step under ONNX Runtime, one latent frame per call with
+    its state carried by the runtime's VideoDecodeStream, give the frames of torch's whole-clip decode."""
     from vp.runtime.backends import open_backend
     from vp.runtime.bundle import Bundle
     from vp.runtime.conditioning import frames_from_model
@@ -88,7 +88,7 @@ def test_decoder_step_graph_streams_the_whole_clip_decode(precision, tiny_models
                           generator=torch.Generator().manual_seed(4))
     want = frames_from_model(tiny_models.video_tokenizer.decode(codes)[0].numpy())
     backend, _ = open_backend("ort", Bundle.open(bundle))
-    stream = VideoDecodeStream(backend.session("video_decoder_step"), 8, 8)
+    stream = VideoDecodeStream(backend.session("video_decoder_first"), backend.session("video_decoder_step"), 8, 8)
     got = np.concatenate([stream.push(codes[0, t].numpy()) for t in range(5)])
     assert got.shape == want.shape == (17, 64, 64, 3)
     pixel_atol = 1 if precision == "fp32" else 3  # uint8 frames: TOLERANCES' float atol of [-1, 1] in pixel steps
