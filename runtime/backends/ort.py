@@ -41,6 +41,12 @@ def _inference_session(path: Path, contract, precision: str, threads: int | None
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "4")
+    # Each session owns its intra-op threads, which spin for work after Run() returns: the next
+    # session's run (the decoder after LLM steps, in a stream) then shares the cores with them. A
+    # video decoder step took 85 ms right after LLM steps and 44 ms alone, 2 cores; with the
+    # spinning stopped at the end of each Run(), 43 ms, and the LLM step lost nothing
+    # (docs/benchmarks.md, streaming). Spinning between the ops of one run is kept.
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     if threads:
         options.intra_op_num_threads = threads
     try:
