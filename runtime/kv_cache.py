@@ -214,6 +214,9 @@ class KVCacheManager:
         bs, start = self.block_size, table.num_tokens
         end = start + num_new_tokens
         last = self.pool.blocks[table.block_ids[-1]] if table.block_ids else None
+        if num_new_tokens == 1 and start % bs and last.ref_count == 1:  # a decode step inside its own block
+            table.num_tokens = end
+            return SlotAllocation(np.array([last.block_id * bs + start % bs], np.int64), [], len(table.block_ids))
         cow = num_new_tokens > 0 and start % bs != 0 and last.ref_count > 1
         needed = -(-end // bs) - len(table.block_ids) + cow
         if needed > self.pool.num_free:
@@ -250,9 +253,10 @@ class KVCacheManager:
         start, end = table.num_computed, table.num_computed + len(ids)
         if end > table.num_tokens:
             raise ValueError(f"commit of {len(ids)} tokens, but only {table.num_tokens - start} slots are allocated")
-        in_prefix = table.prefix[start:end]
-        if not np.array_equal(ids[: len(in_prefix)], in_prefix):
-            raise ValueError(f"committed ids differ from the prefix at positions {start}..{start + len(in_prefix) - 1}")
+        if start < table.prefix.size:
+            in_prefix = table.prefix[start:end]
+            if not np.array_equal(ids[: len(in_prefix)], in_prefix):
+                raise ValueError(f"committed ids differ from the prefix at positions {start}..{start + len(in_prefix) - 1}")
         for i in range(start // self.block_size, min(end // self.block_size, len(table.block_hashes))):
             self.pool.register(self.pool.blocks[table.block_ids[i]], table.block_hashes[i])
         table.num_computed = end

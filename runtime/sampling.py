@@ -69,8 +69,10 @@ def cfg_mix(cond: np.ndarray, uncond: np.ndarray, scale: float) -> np.ndarray:
     cond = np.asarray(cond, np.float32)
     if scale == 1.0:
         return cond
-    uncond = np.asarray(uncond, np.float32)
-    return uncond + np.float32(scale) * (cond - uncond)
+    mixed = np.subtract(cond, uncond, dtype=np.float32)
+    mixed *= np.float32(scale)
+    mixed += uncond  # the same float32 operations as uncond + scale * (cond - uncond), one buffer
+    return mixed
 
 
 def sample(

@@ -157,7 +157,7 @@ class TokenGenerator:
             embeds = np.zeros((len(flat[chunk]), T, self.d_model), np.float32)
             mask = np.zeros((len(flat[chunk]), T), bool)
             out.append(self._call(table, flat[chunk], ids[chunk], embeds, mask, prefix_lens[chunk]))
-        logits = np.concatenate(out)
+        logits = out[0] if len(out) == 1 else np.concatenate(out)
         n = pending.shape[0]
         return [logits[b * n:(b + 1) * n] for b in range(len(seqs))]
 
@@ -181,7 +181,7 @@ class TokenGenerator:
             block_table=table.input(seqs, context),
             context_lens=context,
             prefix_lens=np.asarray(prefix_lens, np.int64),
-            slots=np.stack(slots),
+            slots=np.concatenate(slots).reshape(len(seqs), T),
         )
         start = time.perf_counter()
         logits = self.llm.forward(batch)

@@ -73,7 +73,10 @@ class LLMBatch:
 
     def feeds(self) -> dict[str, np.ndarray]:
         """The engine inputs by contract name (all but the pool), contiguous."""
-        return {f.name: np.ascontiguousarray(getattr(self, f.name)) for f in fields(self) if f.name != "slots"}
+        return {name: np.ascontiguousarray(getattr(self, name)) for name in _FEEDS}
+
+
+_FEEDS = tuple(f.name for f in fields(LLMBatch) if f.name != "slots")
 
 
 class PagedLLM(ABC):
