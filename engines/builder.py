@@ -4,10 +4,13 @@
 parses the graph, makes one optimization profile per contract profile, reuses
 and updates a timing cache, and writes the serialized engine. Both flavours
 are strongly typed: precision lives in the ONNX (fp32/fp16 tensors, INT8 Q/DQ);
-there are no precision flags to set.
+there are no precision flags to set. The network is created with the
+STRONGLY_TYPED flag: full TensorRT's default network is weakly typed, and its
+builder may then pick another precision than the graph's for any layer.
 
 tensorrt_rtx builds ahead of time without a GPU for the compute capabilities
-it is given; full TensorRT builds for the GPU it runs on.
+it is given; full TensorRT builds for the GPU it runs on, and the record keeps
+that GPU's compute capability (its engines run on no other).
 """
 
 from __future__ import annotations
@@ -139,11 +142,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def strongly_typed_network(trt, builder):
+    """An empty network whose tensor types are the ONNX graph's (the builder chooses no precision)."""
+    return builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+
+
+def _build_gpu() -> tuple[int, ...]:
+    """(compute capability,) of the GPU a full TensorRT build runs on; () without one."""
+    from vp.runtime.backends.cuda import gpu_compute_capability
+
+    sm = gpu_compute_capability()
+    return () if sm is None else (sm,)
+
+
 class EngineFromOnnx:
     """Builds one engine from one ONNX file and its contract.
 
     compute_capabilities: RTX targets like (86, 89); ignored by full TensorRT,
-    which builds for the GPU it runs on. timing_cache: a file read before and
+    which builds for the GPU it runs on (recorded instead). timing_cache: a file read before and
     written after the build (shared by all engines of a bundle); full TensorRT
     only, since TensorRT-RTX builds without timing kernels.
     """
@@ -153,7 +169,7 @@ class EngineFromOnnx:
         self.onnx_path = Path(onnx_path)
         self.contract = contract
         self.flavour = flavour
-        self.compute_capabilities = tuple(compute_capabilities) if flavour == "rtx" else ()
+        self.compute_capabilities = tuple(compute_capabilities) if flavour == "rtx" else _build_gpu()
         # TensorRT-RTX times nothing ahead of time (its timing-cache calls are no-ops)
         self.timing_cache = Path(timing_cache) if timing_cache and flavour == "trt" else None
 
@@ -163,7 +179,7 @@ class EngineFromOnnx:
         start = time.perf_counter()
         logger = _build_log(trt)
         builder = trt.Builder(logger)
-        network = builder.create_network(0)
+        network = strongly_typed_network(trt, builder)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(self.onnx_path)):
             raise EngineBuildError(self._parser_errors(parser))

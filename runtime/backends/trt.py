@@ -42,9 +42,12 @@ def trt_unavailable(manifest: Manifest) -> str | None:
     sm = gpu_compute_capability()
     if sm is None:
         return "no usable NVIDIA GPU (cuda-python found no device)"
-    targets = next(iter(manifest.engines.values())).compute_capabilities
+    targets = first.compute_capabilities
     if flavour == "rtx" and sm not in targets:
         return f"the engines target SM {targets}, this GPU is SM{sm} (re-export with --sm {sm})"
+    if flavour == "trt" and targets and sm not in targets:
+        return (f"the engines were built on an SM{targets[0]} GPU and full TensorRT engines run only on the GPU "
+                f"they were built for; this GPU is SM{sm} (re-export the bundle on this machine)")
     return None
 
 

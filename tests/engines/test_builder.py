@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from vp.engines.builder import EngineBuildError, EngineFromOnnx, import_tensorrt, sha256_of
+from vp.engines.builder import EngineBuildError, EngineFromOnnx, import_tensorrt, sha256_of, strongly_typed_network
 from vp.engines.contract import Contract, Profile, TensorSpec
 from vp.engines.manifest import Manifest
 
@@ -102,6 +102,14 @@ def test_unknown_compute_capability(tiny_bundle, tmp_path):
                              compute_capabilities=(90,))
     with pytest.raises(ValueError, match="cannot target SM90"):
         builder.build(tmp_path / "x.engine")
+
+
+def test_networks_are_strongly_typed():
+    """The builder's network takes its tensor types from the ONNX. TensorRT-RTX networks are strongly
+    typed whatever the flags; full TensorRT's default (flags 0) is weakly typed and may run an fp16
+    graph's layers in fp32 or the reverse, so the flag is set for both (the same call builds both)."""
+    builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    assert strongly_typed_network(trt, builder).get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
 def test_missing_tensorrt_names_the_pip_command(monkeypatch):

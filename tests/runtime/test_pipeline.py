@@ -181,6 +181,31 @@ def test_engines_of_another_tensorrt_version_are_refused(tiny_bundle, tmp_path, 
     assert "built with tensorrt_rtx 0.0.1" in trt_unavailable(manifest)
 
 
+def test_full_tensorrt_engines_of_another_gpu_fall_back_to_onnx_runtime(tiny_bundle, monkeypatch):
+    """Full TensorRT engines record the GPU they were built on; on another GPU, auto picks ONNX Runtime
+    and says why (tensorrt itself and the GPU are stood in for: neither is on a CPU machine)."""
+    import types
+
+    import vp.runtime.backends.trt as trt_backend
+    from vp.engines.builder import EngineRecord
+    from vp.runtime.backends import open_backend
+    from vp.runtime.bundle import Bundle
+
+    bundle = Bundle.open(tiny_bundle)
+    record = EngineRecord(path="llm.engine", flavour="trt", version="10.0", compute_capabilities=(80,),
+                          profiles=("prefill", "decode"), sha256="0" * 64, bytes=1, build_seconds=1.0, peak_rss_mb=1.0)
+    bundle.manifest.engines = {name: record for name in bundle.manifest.components}
+    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda flavour: types.SimpleNamespace(__version__="10.0"))
+    monkeypatch.setattr(trt_backend, "gpu_compute_capability", lambda: 89)
+    backend, why = open_backend("auto", bundle)
+    assert backend.name == "ort"
+    assert "built on an SM80 GPU" in why and "this GPU is SM89" in why
+    with pytest.raises(ValueError, match="--backend trt is not possible: the engines were built on an SM80 GPU"):
+        open_backend("trt", bundle)
+    monkeypatch.setattr(trt_backend, "gpu_compute_capability", lambda: 80)
+    assert trt_backend.trt_unavailable(bundle.manifest) is None
+
+
 def test_inputs_are_trimmed_by_the_pipeline_as_by_the_cli(pipeline, media):
     """Apps get the CLI's policy: a continuation keeps the last 13 frames (a clip less one latent
     frame), a whole-clip task the first clip; the tokens equal those of the trimmed input."""
