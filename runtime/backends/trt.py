@@ -7,11 +7,26 @@ range. The LLM has one execution context per profile (prefill, decode), and its
 KV pool is one device allocation; new K/V are committed with one strided
 device-to-device copy per run of consecutive slots (vp.runtime.kv_pool).
 
+Per engine:
+- the contexts of its profiles share one activation memory (they never run at
+  once: one stream), where each would otherwise hold its own;
+- a call's host inputs travel in one copy: they are packed into one pinned
+  (page-locked) staging buffer and copied to one device buffer, each tensor
+  bound at its offset (a decode step had seven pageable copies); outputs come
+  back through pinned memory too;
+- TensorRT-RTX only: kernels it compiles at run time are kept in a runtime
+  cache beside the engine (`<engine>.rtcache`, read at load, written at
+  close(), skipped where the bundle is read-only), and each context replays
+  its launches as CUDA graphs (the RTX runtime's whole-graph capture).
+
 This module needs an NVIDIA GPU; tests that use it are marked `gpu`.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +37,9 @@ from vp.engines.manifest import Manifest
 from vp.engines.precision import graph_float
 from vp.runtime.backends.base import Backend, LLMBatch, PagedLLM, Session, numpy_dtype
 from vp.runtime.backends.cuda import check, copy_2d, gpu_compute_capability, load_cudart
+
+log = logging.getLogger(__name__)
+ALIGN = 256  # bytes: TensorRT's alignment for tensor addresses and user-managed memory
 
 
 def trt_unavailable(manifest: Manifest) -> str | None:
@@ -52,7 +70,8 @@ def trt_unavailable(manifest: Manifest) -> str | None:
 
 
 class _Engine:
-    """A deserialized engine with one execution context per optimization profile and a stream."""
+    """A deserialized engine with one execution context per optimization profile (sharing one
+    activation memory), a stream, and pinned staging for host transfers."""
 
     def __init__(self, path: Path, flavour: str):
         trt = import_tensorrt(flavour)
@@ -66,11 +85,32 @@ class _Engine:
         self.stream = check(self.cudart.cudaStreamCreate())
         self.contexts = []
         self.buffers: dict[tuple[int, str], tuple[int, int]] = {}  # (profile, name) -> (pointer, bytes)
+        self.pinned: dict[str, tuple[int, int]] = {}  # staging role -> (host pointer, bytes)
+        self.scratch, self.cache, self.cache_path = 0, None, path.with_name(path.name + ".rtcache")
+        # how a context is made: full TensorRT takes the allocation strategy, TensorRT-RTX a runtime config
+        setup = trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        if flavour == "rtx":
+            config = self.engine.create_runtime_config()
+            config.set_execution_context_allocation_strategy(setup)
+            config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+            self.cache = config.create_runtime_cache()
+            if self.cache_path.is_file() and not self.cache.deserialize(self.cache_path.read_bytes()):
+                log.info("%s: the runtime cache was made elsewhere (another GPU, driver or TensorRT-RTX); "
+                         "kernels are compiled again", self.cache_path.name)
+            config.set_runtime_cache(self.cache)
+            setup = config
+        size = self.engine.device_memory_size_v2  # the largest profile's: enough for any of them
+        try:
+            self.scratch = check(self.cudart.cudaMalloc(max(size, ALIGN)))
+        except RuntimeError as error:
+            self.close()
+            raise ValueError(f"cannot allocate {size / 1e6:.0f} MB of activation memory for {path.name} ({error})") from None
         for profile in range(self.engine.num_optimization_profiles):
-            context = self.engine.create_execution_context()
+            context = self.engine.create_execution_context(setup)
             if context is None:
                 self.close()
                 raise ValueError(f"TensorRT cannot create an execution context for {path.name} (out of GPU memory?)")
+            context.set_device_memory(self.scratch, max(size, ALIGN))
             context.set_optimization_profile_async(profile, self.stream)
             self.contexts.append(context)
 
@@ -91,24 +131,45 @@ class _Engine:
             self.buffers[(profile, name)] = (pointer, nbytes)
         return pointer
 
-    def upload(self, pointer: int, array: np.ndarray) -> None:
-        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        check(self.cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, kind, self.stream))
+    def staging(self, role: str, nbytes: int) -> np.ndarray:
+        """A pinned host buffer of at least nbytes (uint8, reused across calls) for `role`."""
+        pointer, size = self.pinned.get(role, (0, 0))
+        if size < nbytes:
+            if pointer:
+                del self.pinned[role]
+                check(self.cudart.cudaFreeHost(pointer))
+            size = max(nbytes, ALIGN)
+            pointer = check(self.cudart.cudaMallocHost(size))
+            self.pinned[role] = (pointer, size)
+        return np.ctypeslib.as_array((ctypes.c_uint8 * size).from_address(pointer))
 
-    def download(self, array: np.ndarray, pointer: int) -> None:
+    def download(self, outputs: dict[str, tuple[int, tuple[int, ...], np.dtype]]) -> dict[str, np.ndarray]:
+        """Copy device outputs to the host through pinned memory (one copy each), wait, return arrays."""
+        sizes = {name: int(np.prod(shape)) * np.dtype(dtype).itemsize for name, (_, shape, dtype) in outputs.items()}
+        offsets = _offsets(sizes)
+        host = self.staging("out", offsets["__end__"])
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        check(self.cudart.cudaMemcpyAsync(array.ctypes.data, pointer, array.nbytes, kind, self.stream))
+        for name, (pointer, _, _) in outputs.items():
+            check(self.cudart.cudaMemcpyAsync(host.ctypes.data + offsets[name], pointer, sizes[name], kind, self.stream))
+        self.synchronize()
+        return {name: host[offsets[name]:offsets[name] + sizes[name]].view(dtype).reshape(shape).copy()
+                for name, (_, shape, dtype) in outputs.items()}
 
     def execute(self, profile: int, feeds: dict[str, np.ndarray], device_inputs: dict[str, int],
                 outputs: dict[str, np.dtype]) -> dict[str, tuple[int, tuple[int, ...], np.dtype]]:
-        """Upload feeds, bind device inputs, enqueue; returns output name -> (pointer, shape, dtype) on device."""
+        """Upload feeds (one copy: packed in pinned memory), bind device inputs, enqueue; returns output
+        name -> (pointer, shape, dtype) on device."""
         context = self.contexts[profile]
+        offsets = _offsets({name: array.nbytes for name, array in feeds.items()})
+        host = self.staging("in", offsets["__end__"])
+        device = self.buffer(profile, "__inputs__", offsets["__end__"])
         for name, array in feeds.items():
             self.check_shape(profile, name, array.shape)
             context.set_input_shape(name, array.shape)
-            pointer = self.buffer(profile, name, array.nbytes)
-            self.upload(pointer, array)
-            context.set_tensor_address(name, pointer)
+            host[offsets[name]:offsets[name] + array.nbytes] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+            context.set_tensor_address(name, device + offsets[name])
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        check(self.cudart.cudaMemcpyAsync(device, host.ctypes.data, offsets["__end__"], kind, self.stream))
         for name, (pointer, shape) in device_inputs.items():
             self.check_shape(profile, name, shape)
             context.set_input_shape(name, shape)
@@ -127,13 +188,43 @@ class _Engine:
         check(self.cudart.cudaStreamSynchronize(self.stream))
 
     def close(self) -> None:
+        self._save_cache()
+        self.contexts = []  # before the memory they run in
         for pointer, _ in self.buffers.values():
             self.cudart.cudaFree(pointer)
-        self.buffers = {}
+        for pointer, _ in self.pinned.values():
+            self.cudart.cudaFreeHost(pointer)
+        self.buffers, self.pinned = {}, {}
+        if self.scratch:
+            self.cudart.cudaFree(self.scratch)
+            self.scratch = 0
         if self.stream is not None:
             self.cudart.cudaStreamDestroy(self.stream)
             self.stream = None
-        self.contexts = []
+
+    def _save_cache(self) -> None:
+        """Write the TensorRT-RTX runtime cache beside the engine (atomically); a read-only bundle keeps none."""
+        if self.cache is None:
+            return
+        blob, self.cache = self.cache.serialize(), None
+        tmp = self.cache_path.with_name(f".{self.cache_path.name}.{os.getpid()}")
+        try:
+            tmp.write_bytes(memoryview(blob))
+            os.replace(tmp, self.cache_path)
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            log.info("cannot keep the runtime cache %s (%s); kernels are compiled again at the next load",
+                     self.cache_path, error)
+
+
+def _offsets(sizes: dict[str, int]) -> dict[str, int]:
+    """Byte offset of each tensor in one buffer, ALIGN-aligned, in order; "__end__": the buffer's size."""
+    offsets, end = {}, 0
+    for name, size in sizes.items():
+        offsets[name] = end
+        end += -(-size // ALIGN) * ALIGN
+    offsets["__end__"] = end
+    return offsets
 
 
 class TrtSession(Session):
@@ -146,12 +237,7 @@ class TrtSession(Session):
         self._outputs = {s.name: numpy_dtype(s.dtype, precision) for s in contract.outputs}
 
     def _run(self, feeds):
-        on_device = self._engine.execute(0, feeds, {}, self._outputs)  # its one profile
-        host = {}
-        for name, (pointer, shape, dtype) in on_device.items():
-            host[name] = np.empty(shape, dtype)
-            self._engine.download(host[name], pointer)
-        self._engine.synchronize()
+        host = self._engine.download(self._engine.execute(0, feeds, {}, self._outputs))  # its one profile
         return [host[s.name] for s in self.contract.outputs]
 
     def close(self) -> None:
@@ -181,13 +267,9 @@ class TrtPagedLLM(PagedLLM):
         feeds["input_embeds"] = feeds["input_embeds"].astype(self.dtype)
         pool = (self._pool, self.layout.shape(self.num_blocks))
         out = self._engine.execute(profile, feeds, {KV_POOL: pool}, self._outputs)
-        logits_ptr, shape, _ = out[LOGITS]
-        logits = np.empty(shape, np.float32)
-        self._engine.download(logits, logits_ptr)
         copy_2d(self._engine.cudart, self._pool, out[NEW_KV][0],
                 self.layout.slot_copies(batch.slots, self.num_blocks, self._itemsize), self._engine.stream)
-        self._engine.synchronize()
-        return logits
+        return self._engine.download({LOGITS: out[LOGITS]})[LOGITS]
 
     def copy_block(self, src: int, dst: int) -> None:
         copy = self.layout.block_copy(src, dst, self.num_blocks, self._itemsize)

@@ -80,3 +80,90 @@ def test_bench_floor_and_memory_are_the_gpus(gpu_bundle):
     assert run["floor"]["device"] == "gpu"
     assert run["floor"]["bandwidth_gbs"] == report["memory"]["gpu"]["memory_bandwidth_gbs"]
     assert report["memory"]["gpu"]["used_mb"] >= report["memory"]["kv_pool_mb"]  # the pool is on the device
+
+
+class _CopyCounter:
+    """cuda-python's cudart with cudaMemcpyAsync counted by direction."""
+
+    def __init__(self, cudart):
+        self._cudart, self.counts = cudart, {}
+
+    def __getattr__(self, name):
+        return getattr(self._cudart, name)
+
+    def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        return self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, stream)
+
+
+def test_a_decode_step_moves_its_inputs_in_one_copy(gpu_bundle, tiny_models):
+    """The seven host inputs of a decode call travel packed in one pinned buffer (one host-to-device
+    copy), the logits in one device-to-host copy; the logits equal those of per-input copies' era,
+    i.e. the reference's (the greedy parity test), and the K/V land in the pool."""
+    from vp.runtime.backends import open_backend
+    from vp.runtime.backends.base import LLMBatch
+    from vp.runtime.bundle import Bundle
+
+    backend, _ = open_backend("trt", Bundle.open(gpu_bundle))
+    llm = backend.paged_llm(num_blocks=8)
+    try:
+        counter = _CopyCounter(llm._engine.cudart)
+        llm._engine.cudart = counter
+        d = tiny_models.preset.llm.d_model
+        batch = LLMBatch(input_ids=np.array([[5]]), input_embeds=np.zeros((1, 1, d), np.float32),
+                         embed_mask=np.zeros((1, 1), bool), position_ids=np.array([[0]]),
+                         block_table=np.array([[0]]), context_lens=np.array([0]), prefix_lens=np.array([1]),
+                         slots=np.array([[0]]))
+        logits = llm.forward(batch)
+        kinds = counter._cudart.cudaMemcpyKind
+        assert counter.counts == {kinds.cudaMemcpyHostToDevice: 1, kinds.cudaMemcpyDeviceToHost: 1}
+        assert logits.shape == (1, tiny_models.preset.llm.vocab_size) and np.isfinite(logits).all()
+    finally:
+        llm.close()
+
+
+def test_profiles_share_one_activation_memory(gpu_bundle, tiny_models):
+    """The LLM's prefill and decode contexts run in one user-managed allocation of the engine's
+    largest profile's size (each context held its own before)."""
+    from vp.runtime.backends import open_backend
+    from vp.runtime.backends.base import LLMBatch
+    from vp.runtime.bundle import Bundle
+
+    backend, _ = open_backend("trt", Bundle.open(gpu_bundle))
+    llm = backend.paged_llm(num_blocks=8)
+    try:
+        assert len(llm._engine.contexts) == 2 and llm._engine.scratch
+        for tokens in (1, 5):  # the decode profile's context, then prefill's, in the same memory
+            d = tiny_models.preset.llm.d_model
+            batch = LLMBatch(input_ids=np.full((1, tokens), 5), input_embeds=np.zeros((1, tokens, d), np.float32),
+                             embed_mask=np.zeros((1, tokens), bool), position_ids=np.arange(tokens)[None],
+                             block_table=np.array([[0]]), context_lens=np.array([0]), prefix_lens=np.array([tokens]),
+                             slots=np.arange(tokens)[None])
+            assert np.isfinite(llm.forward(batch)).all()
+    finally:
+        llm.close()
+
+
+def test_rtx_runtime_cache_is_kept_beside_the_engine(gpu_bundle, caplog):
+    """TensorRT-RTX compiles kernels at run time; the cache of them is written beside the engine at
+    close() and read back, as compatible, at the next load."""
+    import logging
+
+    from vp.engines.manifest import Manifest
+    from vp.runtime.backends import open_backend
+    from vp.runtime.bundle import Bundle
+
+    manifest = Manifest.read(gpu_bundle)
+    if manifest.engines["text_encoder"].flavour != "rtx":
+        pytest.skip("full TensorRT compiles ahead of time: no runtime cache")
+    cache = manifest.engine_path(gpu_bundle, "text_encoder").with_name(manifest.engines["text_encoder"].path + ".rtcache")
+    cache.unlink(missing_ok=True)
+    feeds = dict(text_ids=np.zeros((1, 4), np.int64), text_mask=np.ones((1, 4), bool))
+    for _ in range(2):
+        backend, _ = open_backend("trt", Bundle.open(gpu_bundle))
+        session = backend.session("text_encoder")
+        with caplog.at_level(logging.INFO, logger="vp.runtime.backends.trt"):
+            session.run(**feeds)
+            session.close()
+        assert cache.stat().st_size > 0
+    assert "made elsewhere" not in caplog.text
