@@ -114,7 +114,7 @@ def decoder_step_contracts(preset: Preset, lat: dict, pixel: dict) -> tuple[Cont
     next_state = tuple(T(f"next_state_{i}", "float", ("batch", *shape), f"state_{i} of the next latent frame's call")
                        for i, shape in enumerate(states))
     grids = {"batch": (1, 1, 2), "latent_height": lat["latent_height"], "latent_width": lat["latent_width"],
-             "height": pixel["height"], "width": pixel["width"]}
+             "height": pixel["height"], "width": pixel["width"], **scaled}
     first = Contract(
         component="video_decoder_first",
         doc="Codes of a clip's first latent frame -> its one frame + the decoder's causal state after it.",
@@ -130,7 +130,7 @@ def decoder_step_contracts(preset: Preset, lat: dict, pixel: dict) -> tuple[Cont
                          for i, shape in enumerate(states))),
         outputs=(T("video", "float", ("batch", 3, config.temporal_factor, "height", "width"),
                    "the latent frame's frames in [-1, 1]"), *next_state),
-        profiles=(Profile("main", {**grids, **scaled}),),
+        profiles=(Profile("main", grids),),
     )
     return first, step
 

@@ -16,8 +16,12 @@ Per engine:
   back through pinned memory too;
 - TensorRT-RTX only: kernels it compiles at run time are kept in a runtime
   cache beside the engine (`<engine>.rtcache`, read at load, written at
-  close(), skipped where the bundle is read-only), and each context replays
-  its launches as CUDA graphs (the RTX runtime's whole-graph capture).
+  close(), skipped where the bundle is read-only), and the LLM's decode
+  context and every single-profile session replay their launches as CUDA
+  graphs (the RTX runtime's whole-graph capture), over device buffers
+  allocated once at the profile's largest shapes so that no captured
+  address changes. Prefill, whose shapes change from call to call, runs
+  without graphs. Full TensorRT runs without graphs (no capture here).
 
 This module needs an NVIDIA GPU; tests that use it are marked `gpu`.
 """
@@ -71,9 +75,15 @@ def trt_unavailable(manifest: Manifest) -> str | None:
 
 class _Engine:
     """A deserialized engine with one execution context per optimization profile (sharing one
-    activation memory), a stream, and pinned staging for host transfers."""
+    activation memory), a stream, and pinned staging for host transfers.
 
-    def __init__(self, path: Path, flavour: str):
+    graphed: the profiles whose contexts replay CUDA graphs (TensorRT-RTX). A captured graph holds
+    tensor addresses, so a graphed profile's device buffers are allocated once, at the profile's
+    largest shapes (contract), with each input at a fixed offset; other profiles' buffers grow
+    with the calls (the LLM's prefill: its largest new K/V would be 1.5 GB for paper-1b).
+    """
+
+    def __init__(self, path: Path, flavour: str, contract, precision: str, graphed: tuple[int, ...]):
         trt = import_tensorrt(flavour)
         self.cudart = load_cudart()
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -83,36 +93,61 @@ class _Engine:
             raise ValueError(f"TensorRT cannot load {path} (built by another TensorRT version or for another GPU); "
                              "re-export the bundle on this machine")
         self.stream = check(self.cudart.cudaStreamCreate())
-        self.contexts = []
+        self.contexts, self.configs = [], []
         self.buffers: dict[tuple[int, str], tuple[int, int]] = {}  # (profile, name) -> (pointer, bytes)
         self.pinned: dict[str, tuple[int, int]] = {}  # staging role -> (host pointer, bytes)
-        self.scratch, self.cache, self.cache_path = 0, None, path.with_name(path.name + ".rtcache")
-        # how a context is made: full TensorRT takes the allocation strategy, TensorRT-RTX a runtime config
-        setup = trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        self.layouts: dict[int, dict[str, int]] = {}  # graphed profile -> input name -> offset (+ "__end__")
+        self.scratch, self.cache, self.cache_loaded = 0, None, False
+        self.cache_path = path.with_name(path.name + ".rtcache")
+        strategy = trt.ExecutionContextAllocationStrategy.USER_MANAGED
         if flavour == "rtx":
-            config = self.engine.create_runtime_config()
-            config.set_execution_context_allocation_strategy(setup)
-            config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
-            self.cache = config.create_runtime_cache()
-            if self.cache_path.is_file() and not self.cache.deserialize(self.cache_path.read_bytes()):
-                log.info("%s: the runtime cache was made elsewhere (another GPU, driver or TensorRT-RTX); "
-                         "kernels are compiled again", self.cache_path.name)
-            config.set_runtime_cache(self.cache)
-            setup = config
-        size = self.engine.device_memory_size_v2  # the largest profile's: enough for any of them
+            self.cache = self.engine.create_runtime_config().create_runtime_cache()
+            if self.cache_path.is_file():
+                self.cache_loaded = self.cache.deserialize(self.cache_path.read_bytes())
+                if not self.cache_loaded:
+                    log.info("%s: the runtime cache was made elsewhere (another GPU, driver or TensorRT-RTX); "
+                             "kernels are compiled again", self.cache_path.name)
+        else:
+            graphed = ()  # full TensorRT: no capture here (the RTX runtime captures by itself)
+        size = max(self.engine.device_memory_size_v2, ALIGN)  # the largest profile's: enough for any of them
         try:
-            self.scratch = check(self.cudart.cudaMalloc(max(size, ALIGN)))
+            self.scratch = check(self.cudart.cudaMalloc(size))
+            for profile in range(self.engine.num_optimization_profiles):
+                if flavour == "rtx":  # the config (kept: contexts use it) sets memory, graphs and cache
+                    config = self.engine.create_runtime_config()
+                    config.set_execution_context_allocation_strategy(strategy)
+                    config.cuda_graph_strategy = (trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE if profile in graphed
+                                                  else trt.CudaGraphStrategy.DISABLED)
+                    if not config.set_runtime_cache(self.cache):
+                        raise RuntimeError("TensorRT-RTX refused the runtime cache")
+                    self.configs.append(config)
+                    context = self.engine.create_execution_context(config)
+                else:
+                    context = self.engine.create_execution_context(strategy)
+                if context is None:
+                    raise RuntimeError("no execution context (out of GPU memory?)")
+                context.set_device_memory(self.scratch, size)
+                context.set_optimization_profile_async(profile, self.stream)
+                self.contexts.append(context)
+            for profile in graphed:
+                self._allocate_largest(profile, contract, precision)
         except RuntimeError as error:
             self.close()
-            raise ValueError(f"cannot allocate {size / 1e6:.0f} MB of activation memory for {path.name} ({error})") from None
-        for profile in range(self.engine.num_optimization_profiles):
-            context = self.engine.create_execution_context(setup)
-            if context is None:
-                self.close()
-                raise ValueError(f"TensorRT cannot create an execution context for {path.name} (out of GPU memory?)")
-            context.set_device_memory(self.scratch, max(size, ALIGN))
-            context.set_optimization_profile_async(profile, self.stream)
-            self.contexts.append(context)
+            raise ValueError(f"TensorRT cannot set up {path.name}: {error}") from None
+
+    def _allocate_largest(self, profile: int, contract, precision: str) -> None:
+        """The profile's device buffers at its largest shapes, inputs packed smallest first (a call copies
+        up to its last input's bytes: the gaps are the small tensors' unused room)."""
+        dims = contract.profiles[profile]
+
+        def nbytes(spec) -> int:
+            return int(np.prod(dims.shape(spec, 2))) * numpy_dtype(spec.dtype, precision).itemsize
+
+        inputs = sorted((spec for spec in contract.inputs if spec.name != KV_POOL), key=nbytes)
+        self.layouts[profile] = _offsets({spec.name: nbytes(spec) for spec in inputs})
+        self.buffer(profile, "__inputs__", self.layouts[profile]["__end__"])
+        for spec in contract.outputs:
+            self.buffer(profile, spec.name, nbytes(spec))
 
     def check_shape(self, profile: int, name: str, shape: tuple[int, ...]) -> None:
         low, _, high = self.engine.get_tensor_profile_shape(name, profile)
@@ -121,9 +156,12 @@ class _Engine:
                              f"(min {tuple(low)}, max {tuple(high)})")
 
     def buffer(self, profile: int, name: str, nbytes: int) -> int:
-        """A device buffer for `name` of at least nbytes, reused across calls."""
+        """A device buffer for `name` of at least nbytes, reused across calls (a graphed profile's never
+        grows: it was allocated at the largest shape)."""
         pointer, size = self.buffers.get((profile, name), (0, 0))
         if size < nbytes:
+            if profile in self.layouts:
+                raise RuntimeError(f"{name}: {nbytes} bytes exceed the buffer of the profile's largest shape")
             if pointer:
                 del self.buffers[(profile, name)]
                 check(self.cudart.cudaFree(pointer))
@@ -155,24 +193,22 @@ class _Engine:
         return {name: host[offsets[name]:offsets[name] + sizes[name]].view(dtype).reshape(shape).copy()
                 for name, (_, shape, dtype) in outputs.items()}
 
-    def execute(self, profile: int, feeds: dict[str, np.ndarray], device_inputs: dict[str, int],
+    def execute(self, profile: int, feeds: dict[str, np.ndarray], device_inputs: dict[str, tuple[int, tuple]],
                 outputs: dict[str, np.dtype]) -> dict[str, tuple[int, tuple[int, ...], np.dtype]]:
         """Upload feeds (one copy: packed in pinned memory), bind device inputs, enqueue; returns output
-        name -> (pointer, shape, dtype) on device."""
+        name -> (pointer, shape, dtype) on device. Every shape is checked before anything is queued."""
         context = self.contexts[profile]
-        offsets = _offsets({name: array.nbytes for name, array in feeds.items()})
-        host = self.staging("in", offsets["__end__"])
-        device = self.buffer(profile, "__inputs__", offsets["__end__"])
-        for name, array in feeds.items():
-            self.check_shape(profile, name, array.shape)
-            context.set_input_shape(name, array.shape)
-            host[offsets[name]:offsets[name] + array.nbytes] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-            context.set_tensor_address(name, device + offsets[name])
-        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        check(self.cudart.cudaMemcpyAsync(device, host.ctypes.data, offsets["__end__"], kind, self.stream))
-        for name, (pointer, shape) in device_inputs.items():
+        for name, shape in [*((n, a.shape) for n, a in feeds.items()), *((n, s) for n, (_, s) in device_inputs.items())]:
             self.check_shape(profile, name, shape)
             context.set_input_shape(name, shape)
+        offsets = self.layouts.get(profile) or _offsets({name: array.nbytes for name, array in feeds.items()})
+        end = max(offsets[name] + array.nbytes for name, array in feeds.items())
+        host = self.staging("in", end)
+        device = self.buffer(profile, "__inputs__", offsets["__end__"])
+        for name, array in feeds.items():
+            host[offsets[name]:offsets[name] + array.nbytes] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+            context.set_tensor_address(name, device + offsets[name])
+        for name, (pointer, _) in device_inputs.items():
             context.set_tensor_address(name, pointer)
         result = {}
         for name, dtype in outputs.items():
@@ -180,7 +216,10 @@ class _Engine:
             pointer = self.buffer(profile, name, int(np.prod(shape)) * np.dtype(dtype).itemsize)
             context.set_tensor_address(name, pointer)
             result[name] = (pointer, shape, dtype)
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        check(self.cudart.cudaMemcpyAsync(device, host.ctypes.data, end, kind, self.stream))
         if not context.execute_async_v3(self.stream):
+            self.synchronize()  # the staging buffer is reused by the next call: let the copy finish
             raise RuntimeError("TensorRT enqueue failed; see the TensorRT log above")
         return result
 
@@ -188,8 +227,9 @@ class _Engine:
         check(self.cudart.cudaStreamSynchronize(self.stream))
 
     def close(self) -> None:
-        self._save_cache()
-        self.contexts = []  # before the memory they run in
+        self._save_cache()  # while the contexts that fill it are alive
+        self.contexts = []  # before the configs, the cache and the memory they use
+        self.configs, self.cache = [], None
         for pointer, _ in self.buffers.values():
             self.cudart.cudaFree(pointer)
         for pointer, _ in self.pinned.values():
@@ -203,10 +243,11 @@ class _Engine:
             self.stream = None
 
     def _save_cache(self) -> None:
-        """Write the TensorRT-RTX runtime cache beside the engine (atomically); a read-only bundle keeps none."""
-        if self.cache is None:
+        """Write the TensorRT-RTX runtime cache beside the engine (atomically) once contexts have run;
+        a read-only bundle keeps none."""
+        if self.cache is None or not self.contexts:
             return
-        blob, self.cache = self.cache.serialize(), None
+        blob = self.cache.serialize()
         tmp = self.cache_path.with_name(f".{self.cache_path.name}.{os.getpid()}")
         try:
             tmp.write_bytes(memoryview(blob))
@@ -230,10 +271,10 @@ def _offsets(sizes: dict[str, int]) -> dict[str, int]:
 class TrtSession(Session):
     def __init__(self, path: Path, contract, precision: str, flavour: str):
         super().__init__(contract, precision)
-        self._engine = _Engine(path, flavour)
         if len(contract.profiles) != 1:
             raise ValueError(f"{contract.component}: a session runs single-profile engines, this one has "
                              f"{len(contract.profiles)} (the LLM runs as a PagedLLM)")
+        self._engine = _Engine(path, flavour, contract, precision, graphed=(0,))
         self._outputs = {s.name: numpy_dtype(s.dtype, precision) for s in contract.outputs}
 
     def _run(self, feeds):
@@ -249,7 +290,8 @@ class TrtPagedLLM(PagedLLM):
 
     def __init__(self, path: Path, contract, precision: str, num_blocks: int, flavour: str):
         super().__init__(contract, precision, num_blocks)
-        self._engine = _Engine(path, flavour)
+        # decode steps replay CUDA graphs; prefill calls change shape from one call to the next
+        self._engine = _Engine(path, flavour, contract, precision, graphed=(self.decode_profile,))
         self._pool = 0
         try:
             self._pool = check(self._engine.cudart.cudaMalloc(self.pool_bytes))

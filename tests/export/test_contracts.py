@@ -32,3 +32,14 @@ def test_profiles_cover_the_paper_layouts():
     prefill, decode = c.profiles
     assert prefill.dims["tokens"][2] == PRESETS["paper-1b"].llm.max_seq_len
     assert decode.dims["tokens"] == (1, 1, 1) and decode.dims["batch"][2] == 8
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_profile_bounds_every_tensor(preset):
+    """Each profile sizes every dynamic axis of its contract's tensors, outputs included: the TensorRT
+    backend allocates a CUDA-graphed context's buffers at the profile's maximum shapes."""
+    for name, contract in contracts(PRESETS[preset]).items():
+        for profile in contract.profiles:
+            for spec in (*contract.inputs, *contract.outputs):
+                unbounded = [d for d in spec.shape if not isinstance(d, int) and d not in profile.dims]
+                assert not unbounded, f"{name} profile {profile.name}: {spec.name} has unbounded axes {unbounded}"
