@@ -34,8 +34,10 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def _inference_session(path: Path, contract, precision: str, threads: int | None):
-    """An InferenceSession of the graph at `path`, checked against its contract in the manifest."""
+def _inference_session(path: Path, contract, precision: str, threads: int | None, cuda_stream: int | None = None):
+    """An InferenceSession of the graph at `path`, checked against its contract in the manifest.
+    cuda_stream: the CUDA stream the CUDA provider computes on (ours, so that our copies are ordered
+    with its kernels)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -50,7 +52,10 @@ def _inference_session(path: Path, contract, precision: str, threads: int | None
     if threads:
         options.intra_op_num_threads = threads
     try:
-        session = ort.InferenceSession(str(path), options, providers=providers())
+        chosen = providers()
+        if cuda_stream is not None and chosen[0] == "CUDAExecutionProvider":
+            chosen[0] = ("CUDAExecutionProvider", {"user_compute_stream": str(cuda_stream), "has_user_compute_stream": "1"})
+        session = ort.InferenceSession(str(path), options, providers=chosen)
     except Exception as error:  # onnxruntime raises its own exception types
         raise ValueError(f"ONNX Runtime cannot load {path}: {str(error).splitlines()[0]}") from None
     _check_graph(path, session, contract, precision)
@@ -109,7 +114,12 @@ class OrtPagedLLM(PagedLLM):
 
 class OrtCudaPagedLLM(PagedLLM):
     """onnxruntime-gpu: the pool is one device allocation bound by IO binding; new_kv stays on
-    the device and is committed by device-to-device copies, as in the TensorRT backend."""
+    the device and is committed by device-to-device copies, as in the TensorRT backend.
+
+    The session computes on a stream of ours (the CUDA provider's user_compute_stream), and the
+    commit and copy-on-write copies go on that stream: they are ordered with its kernels without
+    a device-wide synchronization (a copy on the legacy default stream is not ordered with the
+    provider's own stream)."""
 
     def __init__(self, path: Path, contract, precision: str, num_blocks: int, threads: int | None):
         import onnxruntime as ort
@@ -117,8 +127,9 @@ class OrtCudaPagedLLM(PagedLLM):
         from vp.runtime.backends.cuda import check, load_cudart
 
         super().__init__(contract, precision, num_blocks)
-        self._session = _inference_session(path, contract, precision, threads)
         self._cudart = load_cudart()
+        self._stream = check(self._cudart.cudaStreamCreate())
+        self._session = _inference_session(path, contract, precision, threads, cuda_stream=int(self._stream))
         self.pool = ort.OrtValue.ortvalue_from_shape_and_type(self.layout.shape(num_blocks), self.dtype, "cuda", 0)
         check(self._cudart.cudaMemset(self.pool.data_ptr(), 0, self.pool_bytes))
         self._itemsize = np.dtype(self.dtype).itemsize
@@ -137,16 +148,22 @@ class OrtCudaPagedLLM(PagedLLM):
         self._session.run_with_iobinding(binding)
         logits, new_kv = binding.get_outputs()
         copy_2d(self._cudart, self.pool.data_ptr(), new_kv.data_ptr(),
-                self.layout.slot_copies(batch.slots, self.num_blocks, self._itemsize), 0)
-        check(self._cudart.cudaDeviceSynchronize())
+                self.layout.slot_copies(batch.slots, self.num_blocks, self._itemsize), self._stream)
+        check(self._cudart.cudaStreamSynchronize(self._stream))  # new_kv's memory returns to ORT after this
         return logits.numpy()
 
     def copy_block(self, src: int, dst: int) -> None:
-        from vp.runtime.backends.cuda import check, copy_2d
+        from vp.runtime.backends.cuda import copy_2d
 
         base = self.pool.data_ptr()
-        copy_2d(self._cudart, base, base, [self.layout.block_copy(src, dst, self.num_blocks, self._itemsize)], 0)
-        check(self._cudart.cudaDeviceSynchronize())
+        copy_2d(self._cudart, base, base, [self.layout.block_copy(src, dst, self.num_blocks, self._itemsize)],
+                self._stream)  # ordered before the next run on the same stream
+
+    def close(self) -> None:
+        self._session = self.pool = None
+        if self._stream is not None:
+            self._cudart.cudaStreamDestroy(self._stream)
+            self._stream = None
 
 
 class OrtBackend(Backend):
