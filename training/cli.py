@@ -26,7 +26,10 @@ from vp.training.recipe import STAGES, run_stage
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Override the recipe's step count (e.g. a quick trial).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads [default: all cores].")
-def main(stage, work, out, steps, threads):
+@click.option("--continue", "continued", is_flag=True,
+              help="llm only: train further cycles from the LLM already in --out (checkpoints in "
+                   "--work/llm_continued), the text projection kept as it is.")
+def main(stage, work, out, steps, threads, continued):
     """Train STAGE of the demo model (docs/training.md: the recipe, the wall time of each stage).
 
     \b
@@ -40,7 +43,7 @@ def main(stage, work, out, steps, threads):
       figures           docs/training.md's pictures (--out: their folder)
     """
     try:
-        report = run_stage(stage, work=work, out=out, steps=steps, threads=threads)
+        report = run_stage(stage, work=work, out=out, steps=steps, threads=threads, continued=continued)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(report)

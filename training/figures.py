@@ -13,7 +13,7 @@ import numpy as np
 from vp.training.stage import read_log
 
 CURVES = {"video_tokenizer": ("mse",), "audio_tokenizer": ("l1", "stft"), "video_decoder": ("mse",),
-          "llm": ("video", "audio"),
+          "llm": ("video", "audio"), "llm_continued": ("video", "audio"),
           "superres": ("loss",)}
 
 

@@ -49,6 +49,13 @@ class LLMRecipe:
     lr: float = 1.5e-3
     text_dropout: float = 0.1
     seed: int = 4
+    train_projection: bool = True
+
+
+# `vp-train llm --continue`: two more cycles from the shipped weights, on batches no earlier run drew
+# (another seed), peaking where the second cycle did; the text projection stays as it is, since the
+# super-resolution stage was trained on its embeddings.
+CONTINUED = LLMRecipe(lr=0.75e-3, seed=5, train_projection=False)
 
 
 @dataclass
@@ -192,7 +199,9 @@ def losses(model: DemoLM, examples: list[Example], text: TextCache) -> dict[str,
 
 
 def train(model: DemoLM, recipe: LLMRecipe, work, data: dict[str, np.ndarray], builder: SequenceBuilder,
-          text: TextCache) -> DemoLM:
+          text: TextCache, name: str = "llm") -> DemoLM:
+    """Train `model` by `recipe`, resuming from work/<name>/."""
+    model.text_projection.requires_grad_(recipe.train_projection)
     tasks = list(TASK_MIX)
     weights = np.array([TASK_MIX[t] for t in tasks])
     sparse_rows = np.nonzero(data["long_video"][:, 0, 0, 0] >= 0)[0]
@@ -209,5 +218,5 @@ def train(model: DemoLM, recipe: LLMRecipe, work, data: dict[str, np.ndarray], b
                                          lambda caption: len(text(caption))))
         return losses(model, examples, text)
 
-    stage = Stage("llm", model, Schedule(steps=recipe.steps, lr=recipe.lr, warmup=100, cycles=recipe.cycles), work)
+    stage = Stage(name, model, Schedule(steps=recipe.steps, lr=recipe.lr, warmup=100, cycles=recipe.cycles), work)
     return stage.train(step_fn)

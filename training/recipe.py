@@ -5,6 +5,7 @@
     tokens            world clips through both tokenizers -> work/tokens.npz
     video-decoder     the token dataset's codes -> video_tokenizer.safetensors (decoder retrained)
     llm               token dataset + captions -> llm.safetensors, text_projection.safetensors
+                      (--continue: further cycles from the llm.safetensors already in `out`)
     superres          token dataset (64 and 128 renders) -> superres_0.safetensors
 
 Every stage starts from the demo preset's seeded init, reads the weights of
@@ -15,6 +16,7 @@ when it is done (the shipped weights; checkpoints stay in `work`).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +46,15 @@ def world_config(preset: Preset) -> WorldConfig:
 
 
 def run_stage(stage: str, *, work: Path, out: Path | None = None, steps: int | None = None,
-              threads: int | None = None) -> str:
-    """Train `stage` (resuming from `work`), write its weights into `out`; a one-paragraph report."""
+              threads: int | None = None, continued: bool = False) -> str:
+    """Train `stage` (resuming from `work`), write its weights into `out`; a one-paragraph report.
+
+    continued: the llm stage starts from the weights in `out` and trains by llm.CONTINUED.
+    """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if continued and stage != "llm":
+        raise ValueError(f"--continue applies to the llm stage only, not {stage}")
     if threads:
         torch.set_num_threads(threads)
     preset = get_preset(PRESET)
@@ -67,7 +74,9 @@ def run_stage(stage: str, *, work: Path, out: Path | None = None, steps: int | N
     if stage == "video-decoder":
         return _video_decoder(preset, world, work, out, video_decoder.VideoDecoderRecipe(**overrides))
     if stage == "llm":
-        return _llm(preset, work, out, llm.LLMRecipe(**overrides))
+        if continued:
+            return _llm(preset, work, out, replace(llm.CONTINUED, **overrides), "llm_continued")
+        return _llm(preset, work, out, llm.LLMRecipe(**overrides), "llm")
     if stage == "superres":
         return _superres(preset, work, out, superres.SuperResRecipe(**overrides))
     return _figures(preset, world, work, shipped_weights(preset), out if out != shipped_weights(preset) else None)
@@ -102,12 +111,14 @@ def _audio_tokenizer(preset, world, work, out, recipe) -> str:
             f"(median error {np.median(errors):.2%}); weights in {out}")
 
 
-def _llm(preset, work, out, recipe) -> str:
-    models = _load(preset, out)  # the LLM stage reads codes from the token dataset, not the tokenizers
+def _llm(preset, work, out, recipe, name: str) -> str:
+    # the LLM stage reads codes from the token dataset, not the tokenizers; a continued run starts
+    # from the LLM and text projection it trained before
+    models = _load(preset, out, *(("llm", "text_projection") if name == "llm_continued" else ()))
     model = llm.DemoLM(models.llm, models.text_encoder.projection).requires_grad_(True)
     builder = SequenceBuilder(preset.vocab, preset.geometry)
     data = tokens.load(work / "tokens.npz")
-    llm.train(model, recipe, work, data, builder, llm.TextCache(models.text_encoder))
+    llm.train(model, recipe, work, data, builder, llm.TextCache(models.text_encoder), name)
     _save(model.llm, out, "llm", preset)
     _save(model.text_projection, out, "text_projection", preset)
     return f"llm and text projection trained ({recipe.steps} steps); weights in {out}"

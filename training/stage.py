@@ -45,7 +45,7 @@ class Schedule:
     restart_decay: float = 0.5
 
     def at(self, step: int) -> float:
-        length = self.steps // self.cycles
+        length = max(1, self.steps // self.cycles)  # a trial of fewer steps than cycles: one per step
         cycle = min(step // length, self.cycles - 1)
         step -= cycle * length
         lr = self.lr * self.restart_decay**cycle
