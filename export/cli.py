@@ -11,6 +11,7 @@ from vp.calibration.statistics import STATISTICS
 from vp.engines.builder import DEFAULT_RTX_SM
 from vp.engines.precision import PRECISIONS, QUANTIZED
 from vp.export.bundle import ENGINE_CHOICES, ExportConfig, export_bundle
+from vp.models.presets import PRESETS
 
 _D = ExportConfig(preset="", out=Path())
 _C = CalibrationConfig()
@@ -24,11 +25,14 @@ def _parse_sm(ctx, param, value: str) -> tuple[int, ...]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--preset", required=True, help="Preset name: tiny, small, paper-300m, paper-1b, paper-8b.")
+@click.option("--preset", required=True,
+              help=f"Preset name: {', '.join(PRESETS)} (demo is trained and its weights ship with vp; the others "
+                   "are seeded random inits at real sizes).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Bundle folder to write (must be empty or absent unless --force).")
 @click.option("--weights", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder of safetensors weights (vp.models.save); default: seeded random init.")
+              help="Folder of safetensors weights (vp.models.save); default: the preset's shipped weights (demo), "
+                   "else a seeded random init.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_D.precision, show_default=True,
               help="Precision of the graphs (and so of the engines: TensorRT is strongly typed). int8: the LLM in "
                    "W8A8 with SmoothQuant, for full TensorRT; int8-wo: int8 weights only, for TensorRT for RTX and "
