@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from vp.calibration.data import CalibrationConfig
+from vp.calibration.llm import TRAINED_EVAL_CASES
 from vp.calibration.statistics import STATISTICS
 from vp.engines.builder import DEFAULT_RTX_SM
 from vp.engines.precision import PRECISIONS, QUANTIZED
@@ -45,7 +46,7 @@ def _parse_sm(ctx, param, value: str) -> tuple[int, ...]:
               help="INT8: held-out sequences the accuracy gate teacher-forces.")
 @click.option("--gate-eval-cases", type=int, default=None,
               help="INT8: held-out t2v cases the demo evaluator scores on both fp32 and INT8 "
-                   "(default: 24 for a preset with trained weights, 0 for a random init).")
+                   f"(default: {TRAINED_EVAL_CASES} for a preset with trained weights, 0 for a random init).")
 @click.option("--no-accuracy-gate", is_flag=True,
               help="INT8: keep the bundle without running the accuracy gate (the manifest says so).")
 @click.option("--engines", type=click.Choice(ENGINE_CHOICES), default=_D.engines, show_default=True,
