@@ -26,10 +26,11 @@ from vp.training.recipe import STAGES, run_stage
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Override the recipe's step count (e.g. a quick trial).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads [default: all cores].")
-@click.option("--continue", "continued", is_flag=True,
-              help="llm only: train further cycles from the LLM already in --out (checkpoints in "
-                   "--work/llm_continued), the text projection kept as it is.")
-def main(stage, work, out, steps, threads, continued):
+@click.option("--round", "round_", type=click.IntRange(min=1), default=1, show_default=True,
+              help="llm only: round N > 1 trains two more cycles from the LLM already in --out, on "
+                   "batches of its own seed (checkpoints in --work/llm_roundN), the text projection "
+                   "kept as it is.")
+def main(stage, work, out, steps, threads, round_):
     """Train STAGE of the demo model (docs/training.md: the recipe, the wall time of each stage).
 
     \b
@@ -43,7 +44,7 @@ def main(stage, work, out, steps, threads, continued):
       figures           docs/training.md's pictures (--out: their folder)
     """
     try:
-        report = run_stage(stage, work=work, out=out, steps=steps, threads=threads, continued=continued)
+        report = run_stage(stage, work=work, out=out, steps=steps, threads=threads, round_=round_)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(report)

@@ -13,8 +13,7 @@ import numpy as np
 from vp.training.stage import read_log
 
 CURVES = {"video_tokenizer": ("mse",), "audio_tokenizer": ("l1", "stft"), "video_decoder": ("mse",),
-          "llm": ("video", "audio"), "llm_continued": ("video", "audio"),
-          "superres": ("loss",)}
+          "llm": ("video", "audio"), "superres": ("loss",)}  # and llm_roundN: as llm
 
 
 def _pyplot():
@@ -31,12 +30,13 @@ def _pyplot():
 def loss_curves(work: Path, path: Path) -> Path:
     """One panel per trained stage in `work`: its losses against the step (moving average of 25)."""
     plt = _pyplot()
-    stages = [(name, read_log(work / name)) for name in CURVES if (work / name / "log.jsonl").is_file()]
+    names = [*CURVES, *sorted(p.name for p in work.glob("llm_round*"))]
+    stages = [(name, read_log(work / name)) for name in names if (work / name / "log.jsonl").is_file()]
     if not stages:
         raise ValueError(f"no stage logs in {work}")
     fig, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3), squeeze=False)
     for ax, (name, records) in zip(axes[0], stages):
-        for key in CURVES[name]:
+        for key in CURVES[name.split("_round")[0]]:
             kept = [r for r in records if np.isfinite(r.get(key, np.nan))]  # a step may not have every loss
             if not kept:
                 continue

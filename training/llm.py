@@ -52,10 +52,19 @@ class LLMRecipe:
     train_projection: bool = True
 
 
-# `vp-train llm --continue`: two more cycles from the shipped weights, on batches no earlier run drew
-# (another seed), peaking where the second cycle did; the text projection stays as it is, since the
-# super-resolution stage was trained on its embeddings.
-CONTINUED = LLMRecipe(lr=0.75e-3, seed=5, train_projection=False)
+def round_recipe(round_: int) -> LLMRecipe:
+    """The recipe of round `round_` (`vp-train llm --round N`). Round 1 trains from the seeded init;
+    each later round trains two more cycles from the LLM the rounds before it left, on batches no
+    earlier round drew (seed 4 + N - 1), peaking where round 1's second cycle did, with the text
+    projection kept as it is (the super-resolution stage was trained on its embeddings)."""
+    if round_ == 1:
+        return LLMRecipe()
+    return LLMRecipe(lr=0.75e-3, seed=LLMRecipe.seed + round_ - 1, train_projection=False)
+
+
+def round_folder(round_: int) -> str:
+    """The checkpoint folder of round `round_` in the work folder."""
+    return "llm" if round_ == 1 else f"llm_round{round_}"
 
 
 @dataclass

@@ -5,7 +5,7 @@
     tokens            world clips through both tokenizers -> work/tokens.npz
     video-decoder     the token dataset's codes -> video_tokenizer.safetensors (decoder retrained)
     llm               token dataset + captions -> llm.safetensors, text_projection.safetensors
-                      (--continue: further cycles from the llm.safetensors already in `out`)
+                      (--round N > 1: two more cycles from the llm.safetensors already in `out`)
     superres          token dataset (64 and 128 renders) -> superres_0.safetensors
 
 Every stage starts from the demo preset's seeded init, reads the weights of
@@ -46,15 +46,16 @@ def world_config(preset: Preset) -> WorldConfig:
 
 
 def run_stage(stage: str, *, work: Path, out: Path | None = None, steps: int | None = None,
-              threads: int | None = None, continued: bool = False) -> str:
+              threads: int | None = None, round_: int = 1) -> str:
     """Train `stage` (resuming from `work`), write its weights into `out`; a one-paragraph report.
 
-    continued: the llm stage starts from the weights in `out` and trains by llm.CONTINUED.
+    round_: the llm stage's round (llm.round_recipe); a round after the first starts from the weights
+    in `out`.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    if continued and stage != "llm":
-        raise ValueError(f"--continue applies to the llm stage only, not {stage}")
+    if round_ != 1 and stage != "llm":
+        raise ValueError(f"--round applies to the llm stage only, not {stage}")
     if threads:
         torch.set_num_threads(threads)
     preset = get_preset(PRESET)
@@ -74,9 +75,7 @@ def run_stage(stage: str, *, work: Path, out: Path | None = None, steps: int | N
     if stage == "video-decoder":
         return _video_decoder(preset, world, work, out, video_decoder.VideoDecoderRecipe(**overrides))
     if stage == "llm":
-        if continued:
-            return _llm(preset, work, out, replace(llm.CONTINUED, **overrides), "llm_continued")
-        return _llm(preset, work, out, llm.LLMRecipe(**overrides), "llm")
+        return _llm(preset, work, out, replace(llm.round_recipe(round_), **overrides), round_)
     if stage == "superres":
         return _superres(preset, work, out, superres.SuperResRecipe(**overrides))
     return _figures(preset, world, work, shipped_weights(preset), out if out != shipped_weights(preset) else None)
@@ -111,17 +110,17 @@ def _audio_tokenizer(preset, world, work, out, recipe) -> str:
             f"(median error {np.median(errors):.2%}); weights in {out}")
 
 
-def _llm(preset, work, out, recipe, name: str) -> str:
-    # the LLM stage reads codes from the token dataset, not the tokenizers; a continued run starts
-    # from the LLM and text projection it trained before
-    models = _load(preset, out, *(("llm", "text_projection") if name == "llm_continued" else ()))
+def _llm(preset, work, out, recipe, round_: int) -> str:
+    # the LLM stage reads codes from the token dataset, not the tokenizers; a later round starts
+    # from the LLM and text projection the rounds before it trained
+    models = _load(preset, out, *(("llm", "text_projection") if round_ > 1 else ()))
     model = llm.DemoLM(models.llm, models.text_encoder.projection).requires_grad_(True)
     builder = SequenceBuilder(preset.vocab, preset.geometry)
     data = tokens.load(work / "tokens.npz")
-    llm.train(model, recipe, work, data, builder, llm.TextCache(models.text_encoder), name)
+    llm.train(model, recipe, work, data, builder, llm.TextCache(models.text_encoder), llm.round_folder(round_))
     _save(model.llm, out, "llm", preset)
     _save(model.text_projection, out, "text_projection", preset)
-    return f"llm and text projection trained ({recipe.steps} steps); weights in {out}"
+    return f"llm and text projection trained (round {round_}, {recipe.steps} steps); weights in {out}"
 
 
 def _superres(preset, work, out, recipe) -> str:

@@ -38,7 +38,7 @@ LONG_OFFSET = 8  # frames: the long-video task conditions on the last second (fp
 @dataclass(frozen=True, kw_only=True)
 class TokenRecipe:
     # rows 0-2999 are the same clips at any count; the LLM's first two cycles drew from 3000, its
-    # continuation (vp-train llm --continue) from 6000
+    # later rounds (vp-train llm --round N) from 6000
     clips: int = 6000
     sparse_every: int = 3
     batch: int = 8

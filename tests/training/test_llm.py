@@ -74,7 +74,7 @@ def test_losses_of_a_one_task_batch_are_finite_and_reach_the_projection(setup):
     assert model.text_projection.weight.grad.abs().sum() > 0
 
 
-def test_a_continued_run_starts_from_the_shipped_llm_and_keeps_the_text_projection(setup, tmp_path):
+def test_a_later_round_starts_from_the_shipped_llm_and_keeps_the_text_projection(setup, tmp_path):
     import shutil
 
     from click.testing import CliRunner
@@ -91,9 +91,9 @@ def test_a_continued_run_starts_from_the_shipped_llm_and_keeps_the_text_projecti
     np.savez(work / "tokens.npz", **{k: v.astype(np.int16) for k, v in data.items()})
     shipped = shipped_weights(get_preset("demo"))
     shutil.copytree(shipped, out)
-    result = CliRunner().invoke(main, ["llm", "--continue", "--work", str(work), "--out", str(out), "--steps", "1"])
+    result = CliRunner().invoke(main, ["llm", "--round", "3", "--work", str(work), "--out", str(out), "--steps", "1"])
     assert result.exit_code == 0, result.output
-    assert (work / "llm_continued" / "checkpoint.safetensors").is_file()
+    assert (work / "llm_round3" / "checkpoint.safetensors").is_file()
     before, after = load_file(str(shipped / "llm.safetensors")), load_file(str(out / "llm.safetensors"))
     moved = [np.abs(after[k].astype(np.float32) - before[k].astype(np.float32)).max() for k in before]
     # one warm-up step at lr 0.75e-3 / 100 moves each weight by at most ~1e-5 (Adam): the run started from
@@ -104,10 +104,19 @@ def test_a_continued_run_starts_from_the_shipped_llm_and_keeps_the_text_projecti
         np.testing.assert_array_equal(projection[k], v)
 
 
-def test_continue_is_refused_for_other_stages(tmp_path):
+def test_rounds_differ_by_seed_and_only_the_first_trains_the_projection():
+    from vp.training.llm import round_folder, round_recipe
+
+    recipes = [round_recipe(n) for n in (1, 2, 3)]
+    assert [r.seed for r in recipes] == [4, 5, 6]
+    assert [r.train_projection for r in recipes] == [True, False, False]
+    assert [round_folder(n) for n in (1, 2, 3)] == ["llm", "llm_round2", "llm_round3"]
+
+
+def test_round_is_refused_for_other_stages(tmp_path):
     from click.testing import CliRunner
 
     from vp.training.cli import main
 
-    result = CliRunner().invoke(main, ["superres", "--continue", "--work", str(tmp_path)])
-    assert result.exit_code == 1 and "--continue applies to the llm stage only, not superres" in result.output
+    result = CliRunner().invoke(main, ["superres", "--round", "2", "--work", str(tmp_path)])
+    assert result.exit_code == 1 and "--round applies to the llm stage only, not superres" in result.output
