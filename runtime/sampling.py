@@ -10,6 +10,7 @@ defaults below are vp's choice and travel in each bundle's manifest.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -82,6 +83,7 @@ def sample(
     high: int,
     config: SamplingConfig,
     rngs: Sequence[np.random.Generator],
+    uniforms: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw one id per row from `logits` restricted to the ids [low, high), row i with rngs[i].
 
@@ -99,17 +101,27 @@ def sample(
     - the kept set K: the ids i for which fewer than top_k ids are more likely
       (top_k > 0) and the mass of the ids more likely than i is below top_p
       (ids tied at the boundary are all kept);
+    - with top_k, the draws start from the top-k set: the ids at least as
+      likely as the k-th most likely (a partition of the window);
     - draw j from the row restricted to the ids above the pivot (at first all)
-      by inverse CDF in id order (one uniform number from the row's generator;
-      block sums, then one block); j is in K -> accept. Otherwise every id at
-      most as likely as j is outside K too: the pivot rises to p_j and the row
-      draws again.
+      by inverse CDF in id order (one uniform number; block sums, then one
+      block); j is in K -> accept. Otherwise every id at most as likely as j is
+      outside K too: the pivot rises to p_j and the row draws again.
 
     This draws from the distribution restricted to K exactly; a draw is
     accepted with probability >= top_p, so a row takes about 1 / top_p draws.
-    A row costs four passes over the window (max, subtract, exp, block sums)
-    and two per draw (compare, masked sum); no sort, no cumulative sum of it.
+    Each row takes DRAWS uniform numbers from its generator up front and uses
+    them in order (then one more at a time in the rare row that needs more):
+    a generator advances the same way wherever the draws happen, so the GPU's
+    sampler graph (vp.export.sampler_graph: DRAWS rounds, the same uniforms
+    from the host) draws what the host would.
+    A row costs four passes over the window (max, subtract, exp, block sums),
+    a partition with top_k, and two per draw (compare, masked sum); no sort,
+    no cumulative sum of it.
     Rows go one at a time through one [W] buffer, so their passes stay in cache.
+
+    uniforms: [B, DRAWS], the rows' first uniform numbers when the generators
+    already gave them (a row the sampler graph left to the host); None: drawn here.
     """
     logits = np.asarray(logits)
     if logits.ndim != 2:
@@ -133,7 +145,7 @@ def sample(
         else:
             np.subtract(row, row.max(), out=weights, dtype=np.float32)
         np.exp(weights, out=weights)  # [W] in [0, 1], 1 at the row's max
-        ids[i] = _draw(weights, config, rng)
+        ids[i] = _draw(weights, config, rng.random(DRAWS) if uniforms is None else uniforms[i], rng)
     return ids + low
 
 
@@ -145,38 +157,51 @@ def sample_guided(
     high: int,
     config: SamplingConfig,
     rngs: Sequence[np.random.Generator],
+    uniforms: np.ndarray | None = None,
 ) -> np.ndarray:
     """`sample` from the CFG mix of cond and uncond [B, V] at config.cfg_scale, mixed over the id
     range [low, high) only; uncond None: no guidance. ids [B] int64."""
     if uncond is None or not config.guided:
-        return sample(cond, low=low, high=high, config=config, rngs=rngs)
+        return sample(cond, low=low, high=high, config=config, rngs=rngs, uniforms=uniforms)
     mixed = cfg_mix(np.asarray(cond)[:, low:high], np.asarray(uncond)[:, low:high], config.cfg_scale)
-    return sample(mixed, low=0, high=high - low, config=config, rngs=rngs) + low
+    return sample(mixed, low=0, high=high - low, config=config, rngs=rngs, uniforms=uniforms) + low
 
 
+DRAWS = 4  # uniform numbers a row takes per step: rejected 4 times in a row with probability <= (1 - top_p)^4
 _BLOCK = 1024  # ids per block of the inverse-CDF draw
 _ONES = np.ones(_BLOCK, np.float32)
 
 
-def _draw(weights: np.ndarray, config: SamplingConfig, rng: np.random.Generator) -> int:
-    """One id from the unnormalized probabilities `weights` [W] float32, restricted to the kept set."""
-    top_k = config.top_k if 0 < config.top_k < weights.size else 0
-    cut = config.top_p < 1.0
+def graph_config(config: SamplingConfig, guided: bool) -> np.ndarray:
+    """The sampler graph's config input [4] float32: 1 / temperature (0 = greedy), top_k, top_p and the CFG
+    scale (1 without an unconditional branch)."""
+    scale = 0.0 if config.temperature == 0 else 1.0 / config.temperature
+    return np.array([scale, config.top_k, config.top_p, config.cfg_scale if guided else 1.0], np.float32)
+
+
+def _draw(weights: np.ndarray, config: SamplingConfig, uniforms: np.ndarray, rng: np.random.Generator) -> int:
+    """One id from the unnormalized probabilities `weights` [W] float32, restricted to the kept set; the
+    n-th draw uses uniforms[n], past them the generator's next number."""
     blocks = _block_sums(weights)
-    mass = float(blocks[-1]) * config.top_p
+    mass = float(blocks[-1]) * config.top_p  # of the whole window
+    if 0 < config.top_k < weights.size:  # the top-k set: ids at least as likely as the k-th (ties kept)
+        kth = np.partition(weights, weights.size - config.top_k)[weights.size - config.top_k]
+        weights = np.where(weights >= kth, weights, np.float32(0))
+        blocks = _block_sums(weights)
     above = np.empty(weights.shape, bool)
     pivot = None  # draws come from the ids with weight > pivot
-    while True:
+    for n in itertools.count():
+        u = uniforms[n] if n < len(uniforms) else rng.random()
         if pivot is None:
-            j = _inverse_cdf(weights, blocks, rng)
+            j = _inverse_cdf(weights, blocks, u)
         else:
             kept = np.where(weights > pivot, weights, np.float32(0))
-            j = _inverse_cdf(kept, _block_sums(kept), rng)
-        if not top_k and not cut:
+            j = _inverse_cdf(kept, _block_sums(kept), u)
+        if config.top_p >= 1.0:  # j is in the top-k set
             return j
         np.greater(weights, weights[j], out=above)  # the ids more likely than j
         count = np.count_nonzero(above)
-        if (not top_k or count < top_k) and (not cut or _masked_sum(weights, above, count) < mass):
+        if _masked_sum(weights, above, count) < mass:
             return j
         pivot = weights[j]
 
@@ -198,10 +223,10 @@ def _block_sums(weights: np.ndarray) -> np.ndarray:
     return np.cumsum(sums, dtype=np.float64)
 
 
-def _inverse_cdf(weights: np.ndarray, blocks: np.ndarray, rng: np.random.Generator) -> int:
-    """The id j (weights[j] > 0) where one uniform number falls on the cumulative weights, in id order
+def _inverse_cdf(weights: np.ndarray, blocks: np.ndarray, u: float) -> int:
+    """The id j (weights[j] > 0) where the uniform number u falls on the cumulative weights, in id order
     (blocks: their _block_sums)."""
-    target = rng.random() * blocks[-1]
+    target = u * blocks[-1]
     b = min(int(np.searchsorted(blocks, target, side="right")), len(blocks) - 1)
     inside = weights[b * _BLOCK:(b + 1) * _BLOCK]
     cum = np.cumsum(inside, dtype=np.float64) + (blocks[b - 1] if b else 0.0)
