@@ -11,6 +11,7 @@ import math
 from vp.engines.contract import DECODE, KV_POOL, LOGITS, NEW_KV, PREFILL, Contract, Profile, TensorSpec as T
 from vp.models.presets import Preset
 from vp.models.video_decoder_step import state_layout
+from vp.runtime.sampling import DRAWS
 
 # Tokens per KV block: the pool is [layers, 2, kv_heads, num_blocks, BLOCK_SIZE, head_dim] (vp.runtime.kv_pool).
 BLOCK_SIZE = 16
@@ -168,8 +169,26 @@ def superres_contract(preset: Preset, stage: int) -> Contract:
     )
 
 
+def sampler_contract(preset: Preset) -> Contract:
+    v = preset.llm.vocab_size
+    return Contract(
+        component="sampler",
+        doc="The host sampler's draw where the LLM's logits are (vp.export.sampler_graph): CFG mix, the "
+            "position's id range, top-k / top-p by sort-free rejection with the host's uniform numbers.",
+        inputs=(
+            T("logits", "float32", ("rows", v), "the LLM call's logits: batch conditional rows, then batch "
+                                                  "unconditional ones with CFG (rows = 2 batch)"),
+            T("window", "int64", (2,), "the id range [low, high) the position may emit"),
+            T("uniforms", "float32", ("batch", DRAWS), "each row's uniform numbers of the step, from its generator"),
+            T("config", "float32", (4,), "1 / temperature (0 = greedy), top_k (0 = off), top_p, cfg_scale"),
+        ),
+        outputs=(T("ids", "int64", ("batch",), "the drawn ids; -1 where the host must draw the row"),),
+        profiles=(Profile("main", {"rows": (1, 2, MAX_BATCH), "batch": (1, 1, MAX_BATCH)}),),
+    )
+
+
 def contracts(preset: Preset) -> dict[str, Contract]:
     """Every component graph of `preset`, by component name."""
     out = [llm_contract(preset), text_encoder_contract(preset), *video_contracts(preset), *audio_contracts(preset),
-           *(superres_contract(preset, i) for i in range(len(preset.superres)))]
+           *(superres_contract(preset, i) for i in range(len(preset.superres))), sampler_contract(preset)]
     return {c.component: c for c in out}

@@ -13,6 +13,7 @@ from torch import nn
 
 from vp.engines.contract import Contract
 from vp.export.llm_graph import PagedPrefixLM
+from vp.export.sampler_graph import SamplerGraph
 from vp.models.checkpoint import Models
 from vp.models.presets import Preset
 from vp.models.video_decoder_step import DecoderStep
@@ -36,6 +37,8 @@ def graph_for(component: str, models: Models) -> nn.Module:
         return PagedPrefixLM(models.llm)
     if component in ("video_decoder_first", "video_decoder_step"):
         return DecoderStep(models.video_tokenizer, first=component == "video_decoder_first")
+    if component == "sampler":
+        return SamplerGraph()
     if component.startswith("superres_"):
         return models.superres[int(component.split("_")[1])]
     owner, method = {

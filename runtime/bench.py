@@ -104,7 +104,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = lambda s: N
 def _measure(pipeline: Pipeline, config: BenchConfig, task: Task, host: float, gpu_before: int | None,
              start: float, progress: Callable[[str], None]) -> dict:
     for component in pipeline.bundle.manifest.components:
-        if component != "llm":
+        if component not in ("llm", "sampler"):  # the LLM's backend opens the sampler where it uses it
             pipeline.session(component)
     load_ms = (time.perf_counter() - start) * 1e3
     b = pipeline.bundle

@@ -11,6 +11,11 @@ Runs of forced ids are fed in one call, like the torch reference.
 Calls respect the engine's optimization profiles: one new token per sequence
 goes in decode calls of at most the decode profile's batch; several new tokens
 (prefill, forced runs) in prefill calls of at most its batch.
+
+Where the LLM keeps its logits on a GPU with a sampler graph beside it
+(PagedLLM.device_sampler), a decode step that fits one call draws there: the
+host sends each sample's uniform numbers and gets the ids back, and draws
+itself only the rare row the graph leaves (vp.export.sampler_graph).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 from vp.runtime.backends.base import LLMBatch, PagedLLM
 from vp.runtime.batch_block_table import BatchBlockTable
 from vp.runtime.kv_cache import KVCacheManager, KVStats
-from vp.runtime.sampling import SamplingConfig, sample_guided
+from vp.runtime.sampling import DRAWS, SamplingConfig, graph_config, sample_guided
 from vp.runtime.layout import SequenceLayout
 
 
@@ -114,8 +119,11 @@ class TokenGenerator:
                         timings.step_tokens.append(pending.shape[1])
                         timings.backend_ms.append(self.backend_ms - backend)
                         pending = pending[:, :0]
-                    ids = sample_guided(logits[0], logits[1] if len(branches) > 1 else None,
-                                        low=low, high=high, config=sampling, rngs=rngs)
+                    if logits is None:  # kept on the device
+                        ids = self._draw_kept(num_samples, len(branches) > 1, low, high, sampling, rngs)
+                    else:
+                        ids = sample_guided(logits[0], logits[1] if len(branches) > 1 else None,
+                                            low=low, high=high, config=sampling, rngs=rngs)
                 pending = np.concatenate([pending, ids[:, None]], axis=1)
                 yield ids
         finally:
@@ -144,26 +152,31 @@ class TokenGenerator:
             table.sync(seq)
         return np.repeat(logits, len(seqs), axis=0)
 
-    def _feed(self, table: BatchBlockTable, seqs, pending: np.ndarray) -> list[np.ndarray]:
-        """Append pending [N, T] ids to every branch's sequences; per branch, logits [N, V]."""
+    def _feed(self, table: BatchBlockTable, seqs, pending: np.ndarray) -> list[np.ndarray] | None:
+        """Append pending [N, T] ids to every branch's sequences; per branch, logits [N, V], or None
+        where one decode call kept them on the device for _draw_kept."""
         flat = [seq for branch_seqs in seqs for seq in branch_seqs]
         ids = np.concatenate([pending] * len(seqs))  # (branches * N, T)
         T = ids.shape[1]
         step = self.decode_batch if T == 1 else self.prefill_batch
+        keep = self.llm.device_sampler and T == 1 and len(flat) <= step
         prefix_lens = [self.manager.tables[s].prefix.size for s in flat]
         out = []
         for lo in range(0, len(flat), step):
             chunk = slice(lo, lo + step)
             embeds = np.zeros((len(flat[chunk]), T, self.d_model), np.float32)
             mask = np.zeros((len(flat[chunk]), T), bool)
-            out.append(self._call(table, flat[chunk], ids[chunk], embeds, mask, prefix_lens[chunk]))
+            out.append(self._call(table, flat[chunk], ids[chunk], embeds, mask, prefix_lens[chunk], keep))
+        if keep:
+            return None
         logits = out[0] if len(out) == 1 else np.concatenate(out)
         n = pending.shape[0]
         return [logits[b * n:(b + 1) * n] for b in range(len(seqs))]
 
     def _call(self, table: BatchBlockTable, seqs, ids: np.ndarray, embeds: np.ndarray, embed_mask: np.ndarray,
-              prefix_lens) -> np.ndarray:
-        """One engine call over `seqs` (same T each): allocate slots, copy-on-write, run, commit."""
+              prefix_lens, keep: bool = False) -> np.ndarray | None:
+        """One engine call over `seqs` (same T each): allocate slots, copy-on-write, run, commit; its
+        logits, or None when `keep` leaves them on the device."""
         T = ids.shape[1]
         context = self.manager.context_lens(seqs)
         slots = []
@@ -184,11 +197,29 @@ class TokenGenerator:
             slots=np.concatenate(slots).reshape(len(seqs), T),
         )
         start = time.perf_counter()
-        logits = self.llm.forward(batch)
+        logits = self.llm.forward_kept(batch) if keep else self.llm.forward(batch)
         self.backend_ms += (time.perf_counter() - start) * 1e3
         for seq, row in zip(seqs, ids):
             self.manager.commit(seq, row)
         return logits
+
+    def _draw_kept(self, n: int, guided: bool, low: int, high: int, sampling: SamplingConfig,
+                   rngs: list[np.random.Generator]) -> np.ndarray:
+        """A position's ids [n] drawn by the sampler graph from the logits the last call kept (n
+        conditional rows, then n unconditional ones when guided); the host draws the rows it left,
+        from the same uniform numbers, as if it had drawn them all."""
+        greedy = sampling.temperature == 0  # draws nothing: the generators stay where they are
+        uniforms = np.zeros((n, DRAWS)) if greedy else np.stack([rng.random(DRAWS) for rng in rngs])
+        start = time.perf_counter()
+        ids = self.llm.sample_kept(np.array([low, high], np.int64), uniforms.astype(np.float32),
+                                   graph_config(sampling, guided))
+        self.backend_ms += (time.perf_counter() - start) * 1e3
+        left = np.flatnonzero(ids < 0)
+        if left.size:
+            logits = self.llm.kept_logits()
+            ids[left] = sample_guided(logits[left], logits[n + left] if guided else None, low=low, high=high,
+                                      config=sampling, rngs=[rngs[i] for i in left], uniforms=uniforms[left])
+        return ids
 
     def kv_stats(self) -> KVStats:
         return self.stats

@@ -114,6 +114,24 @@ class PagedLLM(ABC):
     @abstractmethod
     def copy_block(self, src: int, dst: int) -> None: ...
 
+    # Backends whose logits live on a GPU may keep a decode call's logits there and draw from them with
+    # the bundle's sampler graph (vp.export.sampler_graph): only the ids come back to the host.
+    device_sampler = False
+
+    def forward_kept(self, batch: LLMBatch) -> None:
+        """forward(), its logits [B, vocab] kept where they were computed for sample_kept() and
+        kept_logits(), until the next call (device_sampler only)."""
+        raise NotImplementedError
+
+    def sample_kept(self, window: np.ndarray, uniforms: np.ndarray, config: np.ndarray) -> np.ndarray:
+        """The sampler graph over the kept logits (the sampler contract's window [2], uniforms [N, DRAWS],
+        config [4]): ids [N] int64, -1 where the host must draw the row."""
+        raise NotImplementedError
+
+    def kept_logits(self) -> np.ndarray:
+        """The kept logits [B, vocab] float32, copied to the host."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release the pool and the session."""
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from vp.engines.builder import import_tensorrt
-from vp.engines.contract import KV_POOL, LOGITS, NEW_KV
+from vp.engines.contract import KV_POOL, LOGITS, NEW_KV, SAMPLER_LOGITS
 from vp.engines.manifest import Manifest
 from vp.engines.precision import graph_float
 from vp.runtime.backends.base import Backend, LLMBatch, PagedLLM, Session, numpy_dtype
@@ -83,7 +83,8 @@ class _Engine:
     with the calls (the LLM's prefill: its largest new K/V would be 1.5 GB for paper-1b).
     """
 
-    def __init__(self, path: Path, flavour: str, contract, precision: str, graphed: tuple[int, ...]):
+    def __init__(self, path: Path, flavour: str, contract, precision: str, graphed: tuple[int, ...],
+                 device_inputs: tuple[str, ...] = (), stream=None):
         trt = import_tensorrt(flavour)
         self.cudart = load_cudart()
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -92,7 +93,9 @@ class _Engine:
         if self.engine is None:
             raise ValueError(f"TensorRT cannot load {path} (built by another TensorRT version or for another GPU); "
                              "re-export the bundle on this machine")
-        self.stream = check(self.cudart.cudaStreamCreate())
+        self.own_stream = stream is None  # else another engine's, whose calls this one's follow in order
+        self.stream = check(self.cudart.cudaStreamCreate()) if stream is None else stream
+        self.device_inputs = device_inputs  # bound to device memory the caller owns (never staged)
         self.contexts, self.configs = [], []
         self.buffers: dict[tuple[int, str], tuple[int, int]] = {}  # (profile, name) -> (pointer, bytes)
         self.pinned: dict[str, tuple[int, int]] = {}  # staging role -> (host pointer, bytes)
@@ -143,7 +146,7 @@ class _Engine:
         def nbytes(spec) -> int:
             return int(np.prod(dims.shape(spec, 2))) * numpy_dtype(spec.dtype, precision).itemsize
 
-        inputs = sorted((spec for spec in contract.inputs if spec.name != KV_POOL), key=nbytes)
+        inputs = sorted((spec for spec in contract.inputs if spec.name not in self.device_inputs), key=nbytes)
         self.layouts[profile] = _offsets({spec.name: nbytes(spec) for spec in inputs})
         self.buffer(profile, "__inputs__", self.layouts[profile]["__end__"])
         for spec in contract.outputs:
@@ -238,9 +241,9 @@ class _Engine:
         if self.scratch:
             self.cudart.cudaFree(self.scratch)
             self.scratch = 0
-        if self.stream is not None:
+        if self.stream is not None and self.own_stream:
             self.cudart.cudaStreamDestroy(self.stream)
-            self.stream = None
+        self.stream = None
 
     def _save_cache(self) -> None:
         """Write the TensorRT-RTX runtime cache beside the engine (atomically) once contexts have run;
@@ -286,23 +289,39 @@ class TrtSession(Session):
 
 
 class TrtPagedLLM(PagedLLM):
-    """Decode calls (one new token per sequence) run in the decode profile's context, the rest in prefill's."""
+    """Decode calls (one new token per sequence) run in the decode profile's context, the rest in prefill's.
 
-    def __init__(self, path: Path, contract, precision: str, num_blocks: int, flavour: str):
+    sampler: the bundle's sampler engine and contract, when it has one: a decode call may then keep
+    its logits in the decode context's output buffer (forward_kept), where the sampler engine draws
+    from them on the same stream (sample_kept); only the ids and the step's small inputs cross.
+    """
+
+    def __init__(self, path: Path, contract, precision: str, num_blocks: int, flavour: str,
+                 sampler: tuple[Path, object] | None = None):
         super().__init__(contract, precision, num_blocks)
         # decode steps replay CUDA graphs; prefill calls change shape from one call to the next
-        self._engine = _Engine(path, flavour, contract, precision, graphed=(self.decode_profile,))
-        self._pool = 0
+        self._engine = _Engine(path, flavour, contract, precision, graphed=(self.decode_profile,),
+                               device_inputs=(KV_POOL,))
+        self._pool, self._sampler, self._kept = 0, None, None
         try:
             self._pool = check(self._engine.cudart.cudaMalloc(self.pool_bytes))
             check(self._engine.cudart.cudaMemset(self._pool, 0, self.pool_bytes))
         except RuntimeError as error:
             self.close()
             raise ValueError(f"cannot allocate a KV pool of {self.pool_bytes / 1e6:.0f} MB on the GPU ({error})") from None
+        if sampler is not None:
+            # the logits it reads sit at one address (the decode context's, allocated once): graphed too
+            self._sampler = _Engine(sampler[0], flavour, sampler[1], "fp32", graphed=(0,),
+                                    device_inputs=(SAMPLER_LOGITS,), stream=self._engine.stream)
         self._itemsize = np.dtype(self.dtype).itemsize
         self._outputs = {s.name: numpy_dtype(s.dtype, precision) for s in contract.outputs}
 
-    def forward(self, batch: LLMBatch) -> np.ndarray:
+    @property
+    def device_sampler(self) -> bool:
+        return self._sampler is not None
+
+    def _run(self, batch: LLMBatch) -> tuple[int, tuple[int, ...], np.dtype]:
+        """Enqueue one call and the commit of its new K/V; the logits on the device."""
         B, T = batch.input_ids.shape
         profile = self.decode_profile if T == 1 and B <= self.decode_batch else self.prefill_profile
         feeds = batch.feeds()
@@ -311,13 +330,32 @@ class TrtPagedLLM(PagedLLM):
         out = self._engine.execute(profile, feeds, {KV_POOL: pool}, self._outputs)
         copy_2d(self._engine.cudart, self._pool, out[NEW_KV][0],
                 self.layout.slot_copies(batch.slots, self.num_blocks, self._itemsize), self._engine.stream)
-        return self._engine.download({LOGITS: out[LOGITS]})[LOGITS]
+        return out[LOGITS]
+
+    def forward(self, batch: LLMBatch) -> np.ndarray:
+        self._kept = None
+        return self._engine.download({LOGITS: self._run(batch)})[LOGITS]
+
+    def forward_kept(self, batch: LLMBatch) -> None:
+        self._kept = self._run(batch)
+
+    def sample_kept(self, window: np.ndarray, uniforms: np.ndarray, config: np.ndarray) -> np.ndarray:
+        pointer, shape, _ = self._kept
+        feeds = {"window": window, "uniforms": uniforms, "config": config}
+        out = self._sampler.execute(0, feeds, {SAMPLER_LOGITS: (pointer, shape)}, {"ids": np.dtype(np.int64)})
+        return self._sampler.download(out)["ids"]
+
+    def kept_logits(self) -> np.ndarray:
+        return self._engine.download({LOGITS: self._kept})[LOGITS]
 
     def copy_block(self, src: int, dst: int) -> None:
         copy = self.layout.block_copy(src, dst, self.num_blocks, self._itemsize)
         copy_2d(self._engine.cudart, self._pool, self._pool, [copy], self._engine.stream)
 
     def close(self) -> None:
+        if self._sampler is not None:  # before the engine whose stream it uses
+            self._sampler.close()
+            self._sampler = None
         if self._pool:
             self._engine.cudart.cudaFree(self._pool)
             self._pool = 0
@@ -347,4 +385,8 @@ class TrtBackend(Backend):
 
     def paged_llm(self, num_blocks: int) -> PagedLLM:
         path, contract, precision, flavour = self._engine("llm")
-        return TrtPagedLLM(path, contract, precision, num_blocks, flavour)
+        sampler = None
+        if "sampler" in self.manifest.engines:  # bundles exported before the sampler graph draw on the host
+            sampler_path, sampler_contract, _, _ = self._engine("sampler")
+            sampler = (sampler_path, sampler_contract)
+        return TrtPagedLLM(path, contract, precision, num_blocks, flavour, sampler)

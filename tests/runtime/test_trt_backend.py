@@ -162,3 +162,36 @@ def test_rtx_runtime_cache_is_kept_beside_the_engine(gpu_bundle, caplog):
             assert cache.stat().st_size > 0
     assert loaded == [False, True]
     assert "made elsewhere" not in caplog.text
+
+
+@pytest.mark.parametrize("config", [dict(), dict(temperature=0.0), dict(top_k=20, top_p=0.8, temperature=0.8)])
+def test_the_sampler_engine_draws_from_the_kept_logits_what_the_host_would(gpu_bundle, tiny_models, config):
+    """Decode calls over a conditional and an unconditional sequence keep their logits on the GPU; the
+    sampler engine draws from them (the same stream) what the host sampler draws from the same logits
+    copied back, with the same uniform numbers."""
+    from vp.runtime.backends import open_backend
+    from vp.runtime.backends.base import LLMBatch
+    from vp.runtime.bundle import Bundle
+    from vp.runtime.sampling import DRAWS, SamplingConfig, graph_config, make_rng, sample_guided
+
+    sampling = SamplingConfig(**config)
+    llm = open_backend("trt", Bundle.open(gpu_bundle))[0].paged_llm(num_blocks=8)
+    d = tiny_models.preset.llm.d_model
+    low, high = tiny_models.preset.vocab.visual_range()
+    try:
+        assert llm.device_sampler
+        for step in range(6):
+            context = 4 + step
+            batch = LLMBatch(input_ids=np.array([[7], [9]]), input_embeds=np.zeros((2, 1, d), np.float32),
+                             embed_mask=np.zeros((2, 1), bool), position_ids=np.array([[context]] * 2),
+                             block_table=np.array([[0], [1]]), context_lens=np.array([context] * 2),
+                             prefix_lens=np.array([4, 4]), slots=np.array([[context], [16 + context]]))
+            llm.forward_kept(batch)
+            uniforms = make_rng(step).random((1, DRAWS))
+            ids = llm.sample_kept(np.array([low, high]), uniforms.astype(np.float32), graph_config(sampling, True))
+            logits = llm.kept_logits()
+            host = sample_guided(logits[:1], logits[1:], low=low, high=high, config=sampling,
+                                 rngs=[make_rng(step)])
+            assert ids[0] == -1 or ids[0] == host[0], (step, ids, host)
+    finally:
+        llm.close()
