@@ -17,8 +17,10 @@ Only the ids cross to the host. Inputs and output (the sampler contract):
                                    logits, with the same uniforms first
 
 The arithmetic is the host's in float32 (the host keeps cumulative sums in
-float64): a draw whose uniform falls within rounding of a boundary between two
-ids may pick the neighbour, and a tie for the largest logit under greedy may
+float64, and takes exp2 of log2(e)-scaled logits where this graph takes Exp,
+which has no base-2 twin in ONNX: the weights differ by a few parts in 10^6):
+a draw whose uniform falls within rounding of a boundary between two ids may
+pick the neighbour, and a tie for the largest logit under greedy may
 resolve to another of the tied ids. The window is a mask over the whole
 vocabulary, not a slice, so the graph has no data-dependent shapes.
 """
