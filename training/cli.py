@@ -59,10 +59,12 @@ def main(stage, work, out, steps, threads, round_):
 @click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True)
 @click.option("--cases", type=click.IntRange(min=1), default=24, show_default=True,
               help="Held-out cases per task (case i: world seed HELD_OUT_SEED + i, generation seed i).")
+@click.option("--first", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The first case to score (cases from 48 on: the split for choosing sampling settings).")
 @click.option("--tasks", default=",".join(TASKS), show_default=True, help="Comma-separated tasks to score.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=None, help="Override the bundle's default.")
 @click.option("--cfg", "cfg_scale", type=click.FloatRange(min=0), default=None, help="Override the CFG scale.")
-def eval_main(bundle, reference, weights, backend, cases, tasks, temperature, cfg_scale):
+def eval_main(bundle, reference, weights, backend, cases, first, tasks, temperature, cfg_scale):
     """Score the demo model on held-out prompts and seeds: colour, direction, shape and pitch of
     generated clips, read back from mp4 and measured by plain image/audio analysis."""
     from vp.training.evaluator import BundleGenerator, ReferenceGenerator, evaluate
@@ -80,13 +82,13 @@ def eval_main(bundle, reference, weights, backend, cases, tasks, temperature, cf
         if reference:
             from vp.models import load
 
-            report = evaluate(ReferenceGenerator(load("demo", weights)), cases=cases, tasks=wanted,
+            report = evaluate(ReferenceGenerator(load("demo", weights)), cases=cases, first=first, tasks=wanted,
                               progress=progress, **sampling)
         else:
             from vp.runtime.pipeline import Pipeline
 
             with Pipeline.load(bundle, backend=backend) as pipeline:
-                report = evaluate(BundleGenerator(pipeline), cases=cases, tasks=wanted, progress=progress,
+                report = evaluate(BundleGenerator(pipeline), cases=cases, first=first, tasks=wanted, progress=progress,
                                   **sampling)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
