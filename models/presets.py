@@ -41,7 +41,7 @@ from vp.models.prefix_lm import PrefixLMConfig
 from vp.models.superres import PAPER_STAGE1, PAPER_STAGE2, SuperResConfig
 from vp.models.text_encoder import TextEncoderConfig
 from vp.models.video_tokenizer import VideoTokenizerConfig
-from vp.runtime.sampling import SamplingConfig
+from vp.runtime.sampling import SamplingConfig, SamplingDefaults
 from vp.runtime.layout import ClipGeometry
 from vp.runtime.vocab import SPECIAL_RANGE, Vocabulary
 
@@ -73,7 +73,7 @@ class Preset:
     text_encoder: TextEncoderConfig
     llm: PrefixLMConfig
     superres: tuple[SuperResConfig, ...]
-    sampling: SamplingConfig
+    sampling: SamplingDefaults
     text_words: int = 0
     weights: str | None = None  # folder of shipped weights, relative to the vp.models package
     # INT8's calibration data source (vp.calibration.data): "world" = the procedural world through
@@ -110,8 +110,8 @@ class Preset:
         )
 
     def to_dict(self) -> dict:
-        """JSON-ready config (what manifests and weight folders store)."""
-        return dataclasses.asdict(self)
+        """JSON-ready config (what manifests and weight folders store); sampling in its manifest form."""
+        return {**dataclasses.asdict(self), "sampling": self.sampling.to_dict()}
 
 
 def _vocab_size(visual_bits: int, audio: AudioTokenizerConfig, text_words: int) -> int:
@@ -134,7 +134,7 @@ def _paper(name: str, llm: PrefixLMConfig) -> Preset:
         llm=llm,
         superres=(dataclasses.replace(PAPER_STAGE1, text_width=width),
                   dataclasses.replace(PAPER_STAGE2, text_width=width)),
-        sampling=SamplingConfig(),
+        sampling=SamplingDefaults(),
         text_words=_PAPER_TEXT_WORDS,
         calibration=None,  # a 300M-8B random init, whose held-out gate alone would take hours on a CPU
     )
@@ -154,7 +154,7 @@ def _tiny() -> Preset:
         superres=(SuperResConfig(low_res_grid=(5, 8, 8), codebook_bits=10, factors=2, d_model=64, n_heads=4,
                                  n_blocks=1, mlp_hidden=128, windows=((1, 16, 2), (1, 2, 16), (5, 4, 4)),
                                  text_width=128, steps=8, cfg_text=4.0, cfg_lowres=1.0),),
-        sampling=SamplingConfig(),
+        sampling=SamplingDefaults(),
     )
 
 
@@ -172,8 +172,9 @@ def _demo() -> Preset:
         superres=(SuperResConfig(low_res_grid=(5, 8, 8), codebook_bits=12, factors=2, d_model=128, n_heads=4,
                                  n_blocks=2, mlp_hidden=256, windows=((1, 16, 2), (1, 2, 16), (5, 4, 4)),
                                  text_width=256, steps=8, cfg_text=1.0, cfg_lowres=1.0),),
-        # greedy with guidance: the evaluator's best (docs/training.md); --temperature 1 for variety
-        sampling=SamplingConfig(temperature=0.0, cfg_scale=3.0),
+        # greedy with guidance, and stylization without it: the evaluator's best on its tuning split
+        # (docs/training.md); --temperature 1 for variety
+        sampling=SamplingDefaults(SamplingConfig(temperature=0.0, cfg_scale=3.0), {"stylize": {"cfg_scale": 1.0}}),
         weights="weights/demo",
     )
 
@@ -192,7 +193,7 @@ def _small() -> Preset:
         superres=(SuperResConfig(low_res_grid=(5, 16, 16), codebook_bits=14, factors=2, d_model=256, n_heads=4,
                                  n_blocks=2, mlp_hidden=768, windows=((1, 32, 4), (1, 4, 32), (5, 8, 8)),
                                  text_width=768, steps=12, cfg_text=4.0, cfg_lowres=1.0),),
-        sampling=SamplingConfig(),
+        sampling=SamplingDefaults(),
     )
 
 

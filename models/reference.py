@@ -50,7 +50,7 @@ def generate(
     timings: dict | None = None,
     **sampling_overrides,
 ) -> GenerationResult:
-    """One sample of `task`. Sampling defaults come from the preset; keyword
+    """One sample of `task`. Sampling defaults come from the preset (its defaults for `task`); keyword
     overrides (temperature=0 for greedy, top_k, top_p, cfg_scale) replace them.
     with_audio defaults to True for text-to-video and unconditional generation.
     on_token(done, total) is called after each output token (progress bars).
@@ -63,7 +63,7 @@ def generate(
     seed = check_count("seed", seed, 0, MAX_SEED)
     check_media(task, image=image, video=video, audio=audio, mask=mask)
     preset = models.preset
-    sampling = dataclasses.replace(sampling or preset.sampling, **sampling_overrides)
+    sampling = dataclasses.replace(sampling or preset.sampling.for_task(task), **sampling_overrides)
     if with_audio is None:
         with_audio = task in {Task.TEXT_TO_VIDEO, Task.UNCONDITIONAL}
     if sr:

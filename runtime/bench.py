@@ -143,7 +143,7 @@ def _measure(pipeline: Pipeline, config: BenchConfig, task: Task, host: float, g
         "load_ms": load_ms,
         "runs": runs,
         "stream": stream,
-        "sharing": {"samples": config.share_samples, "cfg": b.sampling.guided and bool(prompt),
+        "sharing": {"samples": config.share_samples, "cfg": b.sampling.for_task(task).guided and bool(prompt),
                     "saved_blocks": st.saved_blocks,
                     "saved_bytes": st.saved_blocks * pipeline.kv_block_bytes,
                     "saving_share": st.saved_blocks / (st.saved_blocks + st.allocated_blocks)},
@@ -167,7 +167,7 @@ def _bench_batch(pipeline, task, prompt, batch, config, bandwidth, itemsize, pro
         if i >= config.warmup:
             results.append(result)
     layout = results[0].layout
-    sequences = batch * (2 if len(layout.prefix) and b.sampling.guided and prompt else 1)
+    sequences = batch * (2 if len(layout.prefix) and b.sampling.for_task(task).guided and prompt else 1)
     steps, backend = decode_steps(results)
     tpot = summarize(steps)
     llm = b.manifest.preset["llm"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from vp.engines.manifest import Manifest
 from vp.runtime.conditioning import MediaSpec
-from vp.runtime.sampling import SamplingConfig
+from vp.runtime.sampling import SamplingDefaults
 from vp.runtime.text_tokenizer import TextTokenizer
 from vp.runtime.layout import ClipGeometry, SequenceBuilder
 from vp.runtime.vocab import Vocabulary
@@ -23,7 +22,7 @@ class Bundle:
     vocab: Vocabulary
     geometry: ClipGeometry
     media: MediaSpec
-    sampling: SamplingConfig
+    sampling: SamplingDefaults
     tokenizer: TextTokenizer
 
     @classmethod
@@ -95,14 +94,9 @@ class Bundle:
         return SequenceBuilder(self.vocab, self.geometry)
 
 
-def _sampling(path: Path, values: dict) -> SamplingConfig:
+def _sampling(path: Path, values: dict) -> SamplingDefaults:
     """The manifest's sampling defaults (the one section users may edit), checked."""
-    known = {f.name for f in dataclasses.fields(SamplingConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{path / 'manifest.json'}: sampling has unknown keys {unknown} "
-                         f"(known: {', '.join(sorted(known))})")
     try:
-        return SamplingConfig(**values)
-    except (TypeError, ValueError) as error:
+        return SamplingDefaults.from_dict(values)
+    except ValueError as error:
         raise ValueError(f"{path / 'manifest.json'}: sampling: {error}") from None

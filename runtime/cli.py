@@ -30,8 +30,9 @@ def cache_dir() -> Path:
 def default_bundle() -> Path:
     """The default preset's bundle in the cache, exported on first use (needs `vp[export]`).
 
-    The folder is named for the bundle format version and the shipped weights' digest, so a vp
-    upgrade that changes either exports a new bundle instead of refusing or running the old one."""
+    The folder is named for the bundle format version and the digest of the shipped weights and
+    their preset.json (which holds the sampling defaults), so a vp upgrade that changes any of them
+    exports a new bundle instead of refusing or running the old one."""
     from vp.engines.manifest import FORMAT_VERSION
 
     bundle = cache_dir() / "bundles" / f"{DEFAULT_PRESET}-v{FORMAT_VERSION}-{_shipped_weights_digest()}"
@@ -50,14 +51,14 @@ def default_bundle() -> Path:
 
 
 def _shipped_weights_digest() -> str:
-    """12 hex digits of the sha256 of the default preset's shipped weight files (read without
-    importing vp.models, which needs torch)."""
+    """12 hex digits of the sha256 of the default preset's shipped weight files and preset.json
+    (read without importing vp.models, which needs torch)."""
     import hashlib
     from importlib.util import find_spec
 
     folder = Path(find_spec("vp.models").submodule_search_locations[0]) / "weights" / DEFAULT_PRESET
     digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.safetensors")):
+    for path in sorted([*folder.glob("*.safetensors"), folder / "preset.json"]):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -159,7 +160,9 @@ def info(bundle, digest):
     click.echo(f"  clip: {m.clip['frames']} frames {m.clip['height']}x{m.clip['width']} at {m.clip['fps']} fps, "
                f"latent {tuple(m.clip['video_grid'])}, audio {m.clip['audio_frames']} x "
                f"{b.vocab.audio_levels} codes at {m.clip['sample_rate']} Hz")
-    click.echo(f"  sampling defaults: {', '.join(f'{k}={v}' for k, v in m.sampling.items())}")
+    click.echo(f"  sampling defaults: {', '.join(f'{k}={v}' for k, v in b.sampling.base.to_dict().items())}")
+    for task, overrides in b.sampling.tasks.items():
+        click.echo(f"    {task}: {', '.join(f'{k}={v}' for k, v in overrides.items())}")
     click.echo(f"  {'component':<20}{'precision':>10}{'ONNX MB':>10}{'engine':>24}")
     for name, c in m.components.items():
         e = m.engines.get(name)

@@ -262,7 +262,7 @@ class Pipeline:
         num_samples = check_count("num_samples", num_samples, 1, MAX_SEED - seed)
         check_media(task, image=image, video=video, audio=audio, mask=mask)
         b = self.bundle
-        sampling = _sampling(sampling or b.sampling, sampling_overrides)
+        sampling = _sampling(sampling or b.sampling.for_task(task), sampling_overrides)
         if with_audio is None:
             with_audio = task in {Task.TEXT_TO_VIDEO, Task.UNCONDITIONAL}
         if sr:

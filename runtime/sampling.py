@@ -5,16 +5,21 @@ same tokens from the same logits: both call `sample` with one
 `numpy.random.Generator` per sample, made by `make_rng(seed)`.
 
 The paper leaves temperature, top-k, top-p and the LLM's CFG scale open; the
-defaults below are vp's choice and travel in each bundle's manifest.
+defaults below are vp's choice and travel in each bundle's manifest, as a
+model's SamplingDefaults: one SamplingConfig, and per-task overrides of it
+where a task reads best otherwise (the demo's stylization at a lower guidance
+scale than its text-to-video, docs/training.md).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
+
+from vp.runtime.vocab import Task
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +63,58 @@ class SamplingConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """A model's sampling defaults: `base` for every task, and per task (a Task value: "t2v",
+    "stylize", ...) overrides of some of its fields, e.g. {"stylize": {"cfg_scale": 1.0}}.
+
+    The manifest form (to_dict / from_dict) is base's fields with the overrides under "tasks",
+    so a manifest without "tasks" reads as it did before overrides existed.
+    """
+
+    base: SamplingConfig = field(default_factory=SamplingConfig)
+    tasks: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        known = {t.value for t in Task}
+        unknown = sorted(set(self.tasks) - known)
+        if unknown:
+            raise ValueError(f"tasks: unknown task(s) {unknown} (known: {', '.join(sorted(known))})")
+        object.__setattr__(self, "tasks", {t: dict(self.tasks[t]) for t in sorted(self.tasks)})
+        for task in self.tasks:
+            self.for_task(task)  # every override names a field and gives it a valid value
+
+    def for_task(self, task: str) -> SamplingConfig:
+        """The defaults of `task` (a Task or its value): base with the task's overrides."""
+        task = getattr(task, "value", task)
+        overrides = self.tasks.get(task, {})
+        names = {f.name for f in fields(SamplingConfig)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"tasks: {task} has unknown keys {unknown} (known: {', '.join(sorted(names))})")
+        try:
+            return replace(self.base, **overrides)
+        except ValueError as error:
+            raise ValueError(f"tasks: {task}: {error}") from None
+
+    def to_dict(self) -> dict:
+        return {**self.base.to_dict(), "tasks": {t: dict(o) for t, o in self.tasks.items()}}
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> SamplingDefaults:
+        """The manifest form back; ValueError naming unknown keys or bad values."""
+        values = dict(values)
+        tasks = values.pop("tasks", {})
+        known = {f.name for f in fields(SamplingConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown} (known: {', '.join(sorted(known | {'tasks'}))})")
+        if not isinstance(tasks, Mapping) or not all(isinstance(o, Mapping) for o in tasks.values()):
+            raise ValueError("tasks must map a task to its overrides, e.g. {'stylize': {'cfg_scale': 1.0}}, "
+                             f"got {tasks!r}")
+        return cls(SamplingConfig(**values), tasks)
 
 
 def make_rng(seed: int) -> np.random.Generator:

@@ -30,7 +30,9 @@ from vp.training.recipe import STAGES, run_stage
               help="llm only: round N > 1 trains two more cycles from the LLM already in --out, on "
                    "batches of its own seed (checkpoints in --work/llm_roundN), the text projection "
                    "kept as it is.")
-def main(stage, work, out, steps, threads, round_):
+@click.option("--peak-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Override the recipe's peak learning rate (e.g. a late llm round at a lower peak).")
+def main(stage, work, out, steps, threads, round_, peak_lr):
     """Train STAGE of the demo model (docs/training.md: the recipe, the wall time of each stage).
 
     \b
@@ -44,7 +46,7 @@ def main(stage, work, out, steps, threads, round_):
       figures           docs/training.md's pictures (--out: their folder)
     """
     try:
-        report = run_stage(stage, work=work, out=out, steps=steps, threads=threads, round_=round_)
+        report = run_stage(stage, work=work, out=out, steps=steps, threads=threads, round_=round_, peak_lr=peak_lr)
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(report)

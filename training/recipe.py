@@ -46,8 +46,11 @@ def world_config(preset: Preset) -> WorldConfig:
 
 
 def run_stage(stage: str, *, work: Path, out: Path | None = None, steps: int | None = None,
-              threads: int | None = None, round_: int = 1) -> str:
+              threads: int | None = None, round_: int = 1, peak_lr: float | None = None) -> str:
     """Train `stage` (resuming from `work`), write its weights into `out`; a one-paragraph report.
+
+    steps, peak_lr: override the stage recipe's step count and peak learning rate (the first
+    cycle's; a warm restart peaks at half the one before it).
 
     round_: the llm stage's round (llm.round_recipe); a round after the first starts from the weights
     in `out`.
@@ -62,7 +65,9 @@ def run_stage(stage: str, *, work: Path, out: Path | None = None, steps: int | N
     out = Path(out) if out is not None else shipped_weights(preset)
     work = Path(work)
     world = World(world_config(preset))
-    overrides = {"steps": steps} if steps else {}
+    if peak_lr is not None and stage in ("tokens", "figures"):
+        raise ValueError(f"--peak-lr applies to stages that train, not {stage}")
+    overrides = {**({"steps": steps} if steps else {}), **({"lr": peak_lr} if peak_lr is not None else {})}
     if stage == "video-tokenizer":
         return _video_tokenizer(preset, world, work, out, video_tokenizer.VideoTokenizerRecipe(**overrides))
     if stage == "audio-tokenizer":

@@ -13,6 +13,7 @@ from vp.engines.manifest import Manifest
 from vp.runtime.bundle import Bundle
 from vp.runtime.cli import main
 from vp.runtime.pipeline import Pipeline
+from vp.runtime.sampling import SamplingConfig
 
 
 @pytest.fixture
@@ -122,9 +123,13 @@ def test_a_malformed_manifest_names_the_field(bundle, edit, message):
 
 @pytest.mark.parametrize("sampling, message", [
     ({"temperature": 1.0, "top_k": 0, "top_p": 0.9, "cfg_scale": 3.0, "topk": 5},
-     r"sampling has unknown keys \['topk'\]"),
+     r"sampling: unknown keys \['topk'\]"),
     ({"temperature": 1.0, "top_k": 2.5, "top_p": 0.9, "cfg_scale": 3.0}, r"sampling: top_k must be a whole number"),
     ({"temperature": 1.0, "top_k": 0, "top_p": 0.9, "cfg_scale": "3"}, r"sampling: cfg_scale must be a finite"),
+    ({"temperature": 1.0, "tasks": {"stylise": {"cfg_scale": 1.0}}}, r"sampling: tasks: unknown task\(s\) \['stylise'\]"),
+    ({"temperature": 1.0, "tasks": {"stylize": {"cfg": 1.0}}}, r"sampling: tasks: stylize has unknown keys \['cfg'\]"),
+    ({"temperature": 1.0, "tasks": {"stylize": {"top_p": 2}}}, r"sampling: tasks: stylize: top_p must lie in"),
+    ({"temperature": 1.0, "tasks": {"stylize": 1.0}}, r"sampling: tasks must map a task to its overrides"),
 ])
 def test_sampling_defaults_may_be_edited_and_are_checked(bundle, sampling, message):
     edit_json(bundle, lambda body: body.update(sampling=sampling))
@@ -133,8 +138,26 @@ def test_sampling_defaults_may_be_edited_and_are_checked(bundle, sampling, messa
 
 
 def test_edited_sampling_defaults_are_used(bundle):
-    edit_json(bundle, lambda body: body["sampling"].update(temperature=0.0))
-    assert Bundle.open(bundle).sampling.temperature == 0.0
+    edit_json(bundle, lambda body: body["sampling"].update(temperature=0.0, tasks={"v2a": {"top_k": 4}}))
+    sampling = Bundle.open(bundle).sampling
+    assert sampling.for_task("t2v") == SamplingConfig(temperature=0.0, top_k=0, top_p=0.9, cfg_scale=3.0)
+    assert sampling.for_task("v2a") == SamplingConfig(temperature=0.0, top_k=4, top_p=0.9, cfg_scale=3.0)
+
+
+def test_a_task_override_applies_to_its_task_and_a_call_overrides_it(bundle):
+    edit_json(bundle, lambda body: body["sampling"].update(temperature=1.0, tasks={"t2i": {"temperature": 0.0}}))
+    with Pipeline.load(bundle, backend="ort") as p:
+        def tokens(task, seed, **kw):
+            return p.generate(task=task, prompt="a fox", seed=seed, **kw).tokens
+
+        assert np.array_equal(tokens("t2i", 1), tokens("t2i", 2))  # greedy: the seed does not matter
+        assert not np.array_equal(tokens("t2i", 1, temperature=1.0), tokens("t2i", 2, temperature=1.0))
+        assert not np.array_equal(tokens("t2v", 1, with_audio=False)[:64], tokens("t2v", 2, with_audio=False)[:64])
+
+
+def test_a_manifest_without_task_overrides_reads_as_before(bundle):
+    edit_json(bundle, lambda body: body["sampling"].pop("tasks"))
+    assert Bundle.open(bundle).sampling.tasks == {}
 
 
 def test_a_pinned_digest(bundle):

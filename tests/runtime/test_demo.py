@@ -4,10 +4,13 @@ The prompts are held-out phrasings (never seen in training); the clips are
 measured by the evaluator's plain image and audio analysis (vp.training.measure).
 """
 
+import numpy as np
 import pytest
 
 from vp.runtime.pipeline import Pipeline
+from vp.training.evaluator import TRACK_TOLERANCE
 from vp.training.measure import measure
+from vp.training.world import HELD_OUT_SEED, World, WorldConfig
 
 
 @pytest.fixture(scope="module")
@@ -26,3 +29,18 @@ def test_t2v_has_the_prompts_colour_and_sound(demo, prompt, colour, shape):
     m = measure(result.frames, result.audio, result.sample_rate)
     assert m.colour == colour
     assert m.pitch_shape == shape  # the tone of the prompt's shape
+
+
+@pytest.mark.parametrize("offset, prompt, colour", [
+    (1002, "one blue circle that moves down", "blue"),  # a magenta circle moving down, restyled blue
+    (1006, "one blue square that moves down", "blue"),  # a red square moving down
+])
+def test_stylize_keeps_the_motion_and_takes_the_prompts_colour(demo, offset, prompt, colour):
+    """With the bundle's defaults: stylize samples without guidance (docs/training.md); at the
+    t2v default (CFG 3) both clips leave the input's track (7.5 and 19 px off)."""
+    clip = World(WorldConfig()).clip(HELD_OUT_SEED + offset)
+    assert clip.attributes.colour != colour
+    result = demo.generate(task="stylize", prompt=prompt, video=clip.frames, seed=0)
+    m, truth = measure(result.frames, None, result.sample_rate), measure(clip.frames, None, result.sample_rate)
+    assert m.colour == colour
+    assert np.nanmean(np.linalg.norm(m.track - truth.track, axis=1)) <= TRACK_TOLERANCE

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from vp.runtime.sampling import SamplingConfig, cfg_mix, make_rng, sample, sample_guided
+from vp.runtime.sampling import SamplingConfig, SamplingDefaults, cfg_mix, make_rng, sample, sample_guided
+from vp.runtime.vocab import Task
 
 GREEDY = SamplingConfig(temperature=0, top_p=1.0)
 PLAIN = SamplingConfig(temperature=1.0, top_p=1.0, top_k=0)
@@ -134,3 +135,30 @@ def test_guided_sampling_mixes_the_window_only():
     np.testing.assert_array_equal(ids, want)
     plain = sample_guided(cond, None, low=200, high=450, config=config, rngs=rngs(6, cond))
     np.testing.assert_array_equal(plain, sample(cond, low=200, high=450, config=config, rngs=rngs(6, cond)))
+
+
+def test_task_defaults_override_the_base_for_their_task_only():
+    defaults = SamplingDefaults(SamplingConfig(temperature=0.0, cfg_scale=3.0), {"stylize": {"cfg_scale": 1.0}})
+    assert defaults.for_task("stylize") == SamplingConfig(temperature=0.0, cfg_scale=1.0)
+    assert defaults.for_task(Task.STYLIZATION) == defaults.for_task("stylize")
+    assert defaults.for_task("t2v") == SamplingConfig(temperature=0.0, cfg_scale=3.0)
+    assert not defaults.for_task("stylize").guided and defaults.for_task("t2v").guided
+
+
+def test_task_defaults_round_trip_through_the_manifest_form():
+    defaults = SamplingDefaults(SamplingConfig(top_k=8), {"v2a": {"temperature": 0.5}, "i2v": {"top_p": 0.8}})
+    body = defaults.to_dict()
+    assert body == {"temperature": 1.0, "top_k": 8, "top_p": 0.9, "cfg_scale": 3.0,
+                    "tasks": {"i2v": {"top_p": 0.8}, "v2a": {"temperature": 0.5}}}
+    assert SamplingDefaults.from_dict(body) == defaults
+    assert SamplingDefaults.from_dict({"temperature": 0.0}) == SamplingDefaults(SamplingConfig(temperature=0.0))
+
+
+@pytest.mark.parametrize("tasks, message", [
+    ({"text2video": {"top_k": 1}}, r"unknown task\(s\) \['text2video'\]"),
+    ({"t2v": {"topk": 1}}, r"t2v has unknown keys \['topk'\]"),
+    ({"t2v": {"temperature": -1}}, r"t2v: temperature must be >= 0"),
+])
+def test_bad_task_defaults(tasks, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingDefaults(SamplingConfig(), tasks)

@@ -1,3 +1,4 @@
+import json
 import re
 
 from click.testing import CliRunner
@@ -22,6 +23,17 @@ def test_a_stage_trains_and_writes_fp16_weights(tmp_path):
     assert all(v.dtype.name == "float16" for v in weights.values())
     assert (tmp_path / "out" / "preset.json").is_file()
     assert (tmp_path / "work" / "audio_tokenizer" / "checkpoint.safetensors").is_file()
+
+
+def test_peak_lr_sets_the_schedule_peak(tmp_path):
+    args = ["audio-tokenizer", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--steps", "2",
+            "--peak-lr", "1e-5"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (tmp_path / "work" / "audio_tokenizer" / "log.jsonl").read_text().splitlines()]
+    assert 0 < max(r["lr"] for r in log) <= 1e-5  # warm-up of the 1e-5 peak (the recipe's own is 2e-3)
+    result = CliRunner().invoke(main, ["tokens", "--work", str(tmp_path / "work"), "--peak-lr", "1e-5"])
+    assert result.exit_code == 1 and "--peak-lr applies to stages that train, not tokens" in result.output
 
 
 def test_a_stage_without_its_inputs_says_which_to_run(tmp_path):
