@@ -66,10 +66,17 @@ def main(stage, work, out, steps, threads, round_, peak_lr):
 @click.option("--tasks", default=",".join(TASKS), show_default=True, help="Comma-separated tasks to score.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=None, help="Override the bundle's default.")
 @click.option("--cfg", "cfg_scale", type=click.FloatRange(min=0), default=None, help="Override the CFG scale.")
-def eval_main(bundle, reference, weights, backend, cases, first, tasks, temperature, cfg_scale):
+@click.option("--per-case", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write every case's result to this JSON file (for --against).")
+@click.option("--against", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A --per-case file of the same cases: also print, row by row, the cases only it got right "
+                   "and the cases only this run got right (e.g. an INT8 bundle against fp32).")
+def eval_main(bundle, reference, weights, backend, cases, first, tasks, temperature, cfg_scale, per_case, against):
     """Score the demo model on held-out prompts and seeds: colour, direction, shape and pitch of
     generated clips, read back from mp4 and measured by plain image/audio analysis."""
-    from vp.training.evaluator import BundleGenerator, ReferenceGenerator, evaluate
+    import json
+
+    from vp.training.evaluator import BundleGenerator, ReferenceGenerator, Report, evaluate
 
     if bool(bundle) == reference:
         raise click.UsageError("give exactly one of --bundle DIR and --reference")
@@ -78,6 +85,15 @@ def eval_main(bundle, reference, weights, backend, cases, first, tasks, temperat
     if unknown:
         raise click.BadParameter(f"unknown tasks {sorted(unknown)}; choose from {', '.join(TASKS)}",
                                  param_hint="--tasks")
+    base = None
+    if against:
+        try:
+            base = Report.from_dict(json.loads(against.read_text()))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise click.BadParameter(f"{against} is not a --per-case file ({error!r})", param_hint="--against")
+        if base.first != first or any(n != cases for n in base.counts.values()):
+            raise click.BadParameter(f"{against} holds cases {base.first}-{base.first + max(base.counts.values()) - 1}"
+                                     f", this run scores {first}-{first + cases - 1}", param_hint="--against")
     sampling = {k: v for k, v in (("temperature", temperature), ("cfg_scale", cfg_scale)) if v is not None}
     progress = lambda line: click.echo(line, err=True)  # noqa: E731
     try:
@@ -95,3 +111,8 @@ def eval_main(bundle, reference, weights, backend, cases, first, tasks, temperat
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     click.echo(report.table())
+    if per_case:
+        per_case.write_text(json.dumps(report.to_dict()))
+    if base is not None:
+        click.echo(f"\nagainst {against} (lost: cases only it got right; won: only this run):")
+        click.echo(report.paired(base))

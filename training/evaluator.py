@@ -113,14 +113,48 @@ class BundleGenerator:
 
 @dataclass
 class Report:
-    """scores: row -> measured value (a share, or dB); counts: row -> number of cases."""
+    """scores: row -> measured value (a share, or dB); counts: row -> number of cases; cases: row ->
+    the per-case values (1.0 / 0.0 for a share) of cases first, first + 1, ..."""
 
     scores: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    cases: dict[str, list[float]] = field(default_factory=dict)
+    first: int = 0
 
     def add(self, row: str, values: list[float]) -> None:
         self.scores[row] = float(np.mean(values)) if values else float("nan")
         self.counts[row] = len(values)
+        self.cases[row] = [float(v) for v in values]
+
+    def to_dict(self) -> dict:
+        """JSON-ready per-case record (`vp-eval --per-case`), which `from_dict` reads back."""
+        return {"first": self.first, "cases": self.cases}
+
+    @classmethod
+    def from_dict(cls, body: dict) -> Report:
+        report = cls(first=int(body["first"]))
+        for row, values in body["cases"].items():
+            report.add(row, values)
+        return report
+
+    def paired(self, base: Report) -> str:
+        """A markdown table of this report against `base` on the same cases, row by row: both
+        scores and, for the share rows, the cases only base got right / only this one got right
+        (what a change of arithmetic flips, apart from what the two scores say)."""
+        if self.first != base.first:
+            raise ValueError(f"the reports start at different cases ({self.first} and {base.first})")
+        lines = ["| measure | cases | this | base | lost / won |", "|---|---|---|---|---|"]
+        for row in (r for r in self.cases if r in base.cases):
+            mine, theirs = self.cases[row], base.cases[row]
+            if len(mine) != len(theirs):
+                raise ValueError(f"{row}: {len(mine)} cases here, {len(theirs)} in the base")
+            if "dB" in row:
+                lines.append(f"| {row} | {len(mine)} | {np.mean(mine):.1f} | {np.mean(theirs):.1f} | - |")
+                continue
+            lost = sum(1 for m, t in zip(mine, theirs) if t and not m)
+            won = sum(1 for m, t in zip(mine, theirs) if m and not t)
+            lines.append(f"| {row} | {len(mine)} | {np.mean(mine):.0%} | {np.mean(theirs):.0%} | {lost} / {won} |")
+        return "\n".join(lines)
 
     def table(self) -> str:
         lines = ["| measure | cases | measured | target | met |", "|---|---|---|---|---|"]
@@ -157,7 +191,7 @@ def evaluate(generate: Generator, *, cases: int = 24, first: int = 0, tasks: tup
     hires = World(replace(generate.world, height=2 * generate.world.height, width=2 * generate.world.width,
                           scale=2))
     sr = world.config.sample_rate
-    report = Report()
+    report = Report(first=first)
     rows: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="vp-eval-") as tmp:
         folder = Path(tmp)

@@ -49,3 +49,16 @@ def test_eval_needs_exactly_one_source(tmp_path):
     assert result.exit_code == 2 and "exactly one of --bundle DIR and --reference" in result.output
     result = CliRunner().invoke(eval_main, ["--reference", "--tasks", "t2v,dance"])
     assert result.exit_code == 2 and "unknown tasks ['dance']" in result.output
+
+
+def test_eval_writes_per_case_results_and_pairs_a_run_against_them(demo_bundle, tmp_path):
+    first = tmp_path / "first.json"
+    args = ["--bundle", str(demo_bundle), "--cases", "2", "--tasks", "t2v"]
+    result = CliRunner().invoke(eval_main, [*args, "--per-case", str(first)])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(first.read_text())["cases"]["t2v colour"]) == 2
+    result = CliRunner().invoke(eval_main, [*args, "--against", str(first)])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"\| t2v direction \| 2 \| (\d+)% \| \1% \| 0 / 0 \|", result.output)  # greedy: the same clips
+    result = CliRunner().invoke(eval_main, [*args, "--first", "48", "--against", str(first)])
+    assert result.exit_code == 2 and "holds cases 0-1, this run scores 48-49" in result.output

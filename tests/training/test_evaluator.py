@@ -1,6 +1,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from vp.training.evaluator import Output, Report, evaluate
 from vp.training.world import COLOURS, HELD_OUT_SEED, World, WorldConfig
@@ -71,3 +72,26 @@ def test_report_table_marks_misses():
     r = Report()
     r.add("t2v shape", [1.0, 0.0])
     assert "| t2v shape | 2 | 50% | >= 60% | no |" in r.table()
+
+
+def test_paired_counts_the_cases_each_side_alone_got_right():
+    base = Report(first=48)
+    base.add("t2v direction", [1, 1, 0, 0, 1])
+    base.add("i2v first-frame PSNR (dB)", [30.0, 20.0])
+    other = Report.from_dict({"first": 48, "cases": {"t2v direction": [1, 0, 1, 1, 1],
+                                                     "i2v first-frame PSNR (dB)": [28.0, 26.0]}})
+    table = other.paired(base)
+    assert "| t2v direction | 5 | 80% | 60% | 1 / 2 |" in table
+    assert "| i2v first-frame PSNR (dB) | 2 | 27.0 | 25.0 | - |" in table
+    assert Report.from_dict(other.to_dict()).cases == other.cases
+
+
+def test_paired_refuses_other_cases():
+    base, other = Report(first=0), Report(first=48)
+    with pytest.raises(ValueError, match=r"the reports start at different cases \(48 and 0\)"):
+        other.paired(base)
+    base.add("t2v colour", [1, 1])
+    shorter = Report(first=0)
+    shorter.add("t2v colour", [1])
+    with pytest.raises(ValueError, match="t2v colour: 1 cases here, 2 in the base"):
+        shorter.paired(base)
