@@ -40,6 +40,9 @@ def _parse_sm(ctx, param, value: str) -> tuple[int, ...]:
                    "ONNX Runtime on a CPU. Both calibrate on the procedural world and run an accuracy gate.")
 @click.option("--calibration-statistic", type=click.Choice(STATISTICS), default="max", show_default=True,
               help="int8: how each activation's clip is chosen (max, 99.99th percentile, least squared error).")
+@click.option("--smoothquant-alpha", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+              help="INT8: SmoothQuant's migration strength, 0 for none (both flavours smooth by default: ONNX "
+                   "Runtime's CPU kernel quantizes int8-wo's activations per row) [default: 0.5].")
 @click.option("--calibration-sequences", type=int, default=_C.sequences, show_default=True,
               help="INT8: calibration sequences (task layouts of the procedural world).")
 @click.option("--held-out-sequences", type=int, default=_C.held_out, show_default=True,
@@ -55,8 +58,8 @@ def _parse_sm(ctx, param, value: str) -> tuple[int, ...]:
               help="TensorRT-RTX target compute capabilities (75, 80, 86, 89, 120, 121).")
 @click.option("--components", default="", help="Comma-separated subset (default: all), e.g. llm,text_encoder.")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
-def main(preset, out, weights, precision, calibration_statistic, calibration_sequences, held_out_sequences,
-         gate_eval_cases, no_accuracy_gate, engines, sm, components, force):
+def main(preset, out, weights, precision, calibration_statistic, smoothquant_alpha, calibration_sequences,
+         held_out_sequences, gate_eval_cases, no_accuracy_gate, engines, sm, components, force):
     """Export the PyTorch reference models of a preset to ONNX, build TensorRT
     engines, and write the bundle folder that the runtime loads."""
     from tqdm import tqdm
@@ -66,7 +69,7 @@ def main(preset, out, weights, precision, calibration_statistic, calibration_seq
         from vp.calibration.llm import QuantizationConfig
 
         quantization = QuantizationConfig(
-            precision=precision, statistic=calibration_statistic,
+            precision=precision, statistic=calibration_statistic, smoothquant_alpha=smoothquant_alpha,
             data=CalibrationConfig(sequences=calibration_sequences, held_out=held_out_sequences),
             eval_cases=gate_eval_cases, enforce=not no_accuracy_gate)
     config = ExportConfig(preset=preset, out=out, weights=weights, precision=precision, engines=engines, sm=sm,

@@ -67,7 +67,7 @@ def test_vp_info_shows_the_calibration(int8_bundle):
     result = CliRunner().invoke(vp, ["info", "--bundle", str(int8_bundle)])
     assert result.exit_code == 0, result.output
     assert "int8-wo" in result.output
-    assert "calibration: weight-only int8 (float activations)" in result.output
+    assert "calibration: weight-only int8: SmoothQuant (alpha 0.5), per-channel int8 weights" in result.output
     assert "data: 8 world sequences" in result.output and "accuracy gate: passed" in result.output
 
 
@@ -105,6 +105,23 @@ def test_w8a8_records_its_activation_scales(tmp_path):
     assert record["gate"] == {"skipped": "--no-accuracy-gate"}
 
 
+def test_smoothquant_defaults_by_precision_and_can_be_set():
+    assert QuantizationConfig(precision="int8").alpha == 0.5
+    assert QuantizationConfig(precision="int8-wo").alpha == 0.5
+    assert QuantizationConfig(precision="int8-wo", smoothquant_alpha=0.3).alpha == 0.3
+    assert QuantizationConfig(precision="int8", smoothquant_alpha=0).alpha is None
+
+
+def test_weight_only_without_smoothquant_records_it(tmp_path):
+    out = tmp_path / "bundle"
+    config = QuantizationConfig(precision="int8-wo", smoothquant_alpha=0, data=SMALL_SET, enforce=False)
+    export_bundle(ExportConfig(preset="tiny", out=out, engines="none", precision="int8-wo", components=("llm",),
+                               quantization=config))
+    record = json.loads((out / "manifest.json").read_text())["calibration"]
+    assert record["smoothquant_alpha"] is None and record["activation_scales"] == {}
+    assert record["method"].startswith("weight-only int8: per-channel int8 weights")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--preset", "paper-300m", "--precision", "int8"], "preset paper-300m has no calibration data source"),
     (["--preset", "tiny", "--precision", "int8-wo", "--calibration-sequences", "3"],
@@ -112,6 +129,7 @@ def test_w8a8_records_its_activation_scales(tmp_path):
     (["--preset", "tiny", "--precision", "int8-wo", "--components", "text_encoder"],
      "--precision int8-wo quantizes the LLM: include llm in --components"),
     (["--preset", "tiny", "--precision", "int4"], "Invalid value for '--precision'"),
+    (["--preset", "tiny", "--precision", "int8-wo", "--smoothquant-alpha", "1"], "Invalid value for '--smoothquant-alpha'"),
 ])
 def test_bad_input_is_refused_before_any_work(args, message, tmp_path):
     out = tmp_path / "bundle"
