@@ -24,6 +24,7 @@ import torch
 
 from vp.calibration.data import Sequence
 from vp.models.prefix_lm import PrefixLM
+from vp.runtime.vocab import Vocabulary
 
 EVAL_ROWS = ("t2v colour", "t2v direction", "t2v shape", "t2v pitch")
 
@@ -37,10 +38,13 @@ class GateThresholds:
 
 
 def teacher_forced(reference: PrefixLM, llm, sequences: list[Sequence], thresholds: GateThresholds,
-                   progress: Callable[[int, int], None] | None = None) -> dict:
+                   vocab: Vocabulary, progress: Callable[[int, int], None] | None = None) -> dict:
     """{"top1", "kl", "positions", "sequences"} of the quantized `llm` (a vp.runtime PagedLLM whose
-    pool holds at least one sequence) against `reference`."""
+    pool holds at least one sequence) against `reference`, over the ids each sampled position
+    may emit (the LLM computes the logits of that range's head of `vocab`)."""
     from vp.runtime.backends.base import LLMBatch
+
+    heads = vocab.heads()
 
     agree, kls = [], []
     block = llm.layout.block_size
@@ -53,18 +57,21 @@ def teacher_forced(reference: PrefixLM, llm, sequences: list[Sequence], threshol
         ref = ref.numpy()
 
         def call(start: int, stop: int) -> np.ndarray:
+            """Logits of the head of position `stop` (the one the call predicts)."""
+            head = vocab.head_of(s.low[stop], s.high[stop]) if stop < end and s.high[stop] > 0 else 0
             positions = np.arange(start, stop, dtype=np.int64)[None]
             return llm.forward(LLMBatch(
                 input_ids=s.ids[None, start:stop], input_embeds=s.embeds[None, start:stop],
                 embed_mask=s.embed_mask[None, start:stop], position_ids=positions, block_table=table,
                 context_lens=np.array([start], np.int64), prefix_lens=np.array([s.prefix_len], np.int64),
-                slots=positions))[0]
+                head=np.array([head], np.int64), slots=positions))[0]
 
         logits = call(0, s.prefix_len)  # predicts position prefix_len
         for j in range(s.prefix_len, end):
             if s.high[j] > 0:
                 lo, hi = s.low[j], s.high[j]
-                p, q = _log_softmax(ref[j - 1, lo:hi]), _log_softmax(logits[lo:hi])
+                offset = heads[vocab.head_of(lo, hi)][0]
+                p, q = _log_softmax(ref[j - 1, lo:hi]), _log_softmax(logits[lo - offset:hi - offset])
                 agree.append(p.argmax() == q.argmax())
                 kls.append(float((np.exp(p) * (p - q)).sum()))
             if j + 1 < end:

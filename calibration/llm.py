@@ -26,6 +26,7 @@ from vp.calibration.record import CalibrationRecord
 from vp.engines.precision import QUANTIZED
 from vp.models.checkpoint import Models
 from vp.export.llm_graph import FUSED, PagedPrefixLM
+from vp.export.logit_heads import split_head
 from vp.models.prefix_lm import PrefixLM
 
 WEIGHT_SCALES = "int8, symmetric per output channel (absmax / 127)"
@@ -121,11 +122,13 @@ def graph_scales(scales: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def quantize(path: Path, calibrated: Calibrated, tensorrt: bool) -> None:
-    """Rewrite the LLM graph at `path` (fp16 or fp32) as its int8 graph (for TensorRT, or for
-    ONNX Runtime's CPU provider)."""
-    model = onnx.load(str(path))
-    onnx.save(graph.quantize_graph(model, calibrated.weights, calibrated.activation_scales, tensorrt), str(path))
+def quantize(path: Path, calibrated: Calibrated, tensorrt: bool, heads: tuple[tuple[int, int], ...]) -> None:
+    """Rewrite the LLM graph at `path` (fp16 or fp32, exported with its whole output projection)
+    as its int8 graph (for TensorRT, or for ONNX Runtime's CPU provider), with the projection
+    then split into `heads` (vp.export.logit_heads)."""
+    model = graph.quantize_graph(onnx.load(str(path)), calibrated.weights, calibrated.activation_scales, tensorrt)
+    split_head(model, heads)
+    onnx.save(model, str(path))
 
 
 def gate(calibrated: Calibrated, models: Models, bundle: Path,
@@ -141,7 +144,7 @@ def gate(calibrated: Calibrated, models: Models, bundle: Path,
     llm = OrtPagedLLM(manifest.onnx_path(bundle, "llm", cpu=True), record.contract, "fp32",
                       num_blocks=-(-longest // 16), threads=None)
     teacher = teacher_forced(models.llm.float().eval(), llm, calibrated.data.held_out, config.thresholds,
-                             (lambda i, n: progress(f"teacher-forced {i}/{n}")) if progress else None)
+                             models.preset.vocab, (lambda i, n: progress(f"teacher-forced {i}/{n}")) if progress else None)
     cases = config.eval_cases if config.eval_cases is not None else (TRAINED_EVAL_CASES if models.preset.weights else 0)
     evaluation = _evaluation(models, bundle, cases, progress) if cases else None
     return verdict(teacher, evaluation, config.thresholds)

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 # The paged LLM's tensors and profiles that the runtime and the engine builder address by role;
 # its other inputs are the fields of vp.runtime.backends.base.LLMBatch, by the same names.
 KV_POOL, LOGITS, NEW_KV = "kv_pool", "logits", "new_kv"
+# The LLM's input that selects the output head (vp.export.logit_heads).
+HEAD = "head"
 # The sampler graph's input that a GPU backend binds to the LLM's logits where they are.
 SAMPLER_LOGITS = "logits"
 PREFILL, DECODE = "prefill", "decode"

@@ -192,17 +192,20 @@ def _export(config: ExportConfig, flavour: str | None, why: str,
                 on_step("onnx", name, total)
             start = time.perf_counter()
             path = tmp / "onnx" / f"{name}.onnx"
-            external = export_component(exported, contract, path, graph_float(config.precision))
+            # a quantized LLM is exported whole and split into its heads after quantization
+            whole = bool(calibrated) and name == "llm"
+            external = export_component(exported, contract, path, graph_float(config.precision), heads=not whole)
             cpu = None
             if calibrated:  # and the fp32 graph ONNX Runtime's CPU provider loads
                 cpu = tmp / "onnx" / f"{name}.cpu.onnx"
-                if export_component(exported, contract, cpu, "fp32"):
+                if export_component(exported, contract, cpu, "fp32", heads=not whole):
                     raise ValueError(f"{name}: quantized bundles of graphs over 2 GB are not supported")
-                if name == "llm":
+                if whole:
                     from vp.calibration.llm import quantize
 
-                    quantize(path, calibrated, tensorrt=True)
-                    quantize(cpu, calibrated, tensorrt=False)
+                    heads = preset.vocab.heads()
+                    quantize(path, calibrated, tensorrt=True, heads=heads)
+                    quantize(cpu, calibrated, tensorrt=False, heads=heads)
             size = sum(p.stat().st_size for p in (path, cpu) if p) + sum((path.parent / e).stat().st_size
                                                                           for e in external)
             manifest.components[name] = ComponentRecord(onnx=path.name, sha256=sha256_of(path), bytes=size,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from vp.engines.contract import DECODE, KV_POOL, LOGITS, NEW_KV, PREFILL, Contract, Profile, TensorSpec as T
+from vp.engines.contract import DECODE, HEAD, KV_POOL, LOGITS, NEW_KV, PREFILL, Contract, Profile, TensorSpec as T
 from vp.models.presets import Preset
 from vp.models.video_decoder_step import state_layout
 from vp.runtime.sampling import DRAWS
@@ -37,9 +37,11 @@ def llm_contract(preset: Preset) -> Contract:
             T("block_table", "int64", ("batch", "max_blocks"), "pool block of each logical block"),
             T("context_lens", "int64", ("batch",), "tokens already cached per sequence"),
             T("prefix_lens", "int64", ("batch",), "bidirectional prefix length per sequence"),
+            T(HEAD, "int64", (1,), "the output head whose logits to compute: its index in the vocabulary's heads"),
         ),
         outputs=(
-            T(LOGITS, "float32", ("batch", c.vocab_size), "logits of the last new position"),
+            T(LOGITS, "float32", ("batch", preset.vocab.head_width),
+              "logits of the last new position over the head's ids, zero-padded after them"),
             T(NEW_KV, "float", (c.n_layers, 2, c.n_kv_heads, "batch", "tokens", c.head_dim),
               "K (rotated) and V of the new positions in the pool's layout, for the runtime to commit"),
         ),
@@ -170,15 +172,15 @@ def superres_contract(preset: Preset, stage: int) -> Contract:
 
 
 def sampler_contract(preset: Preset) -> Contract:
-    v = preset.llm.vocab_size
+    v = preset.vocab.head_width
     return Contract(
         component="sampler",
         doc="The host sampler's draw where the LLM's logits are (vp.export.sampler_graph): CFG mix, the "
             "position's id range, top-k / top-p by sort-free rejection with the host's uniform numbers.",
         inputs=(
-            T("logits", "float32", ("rows", v), "the LLM call's logits: batch conditional rows, then batch "
-                                                  "unconditional ones with CFG (rows = 2 batch)"),
-            T("window", "int64", (2,), "the id range [low, high) the position may emit"),
+            T("logits", "float32", ("rows", v), "the LLM call's logits over one head: batch conditional rows, "
+                                                  "then batch unconditional ones with CFG (rows = 2 batch)"),
+            T("window", "int64", (2,), "the range [low, high) the position may emit, in the head's columns"),
             T("uniforms", "float32", ("batch", DRAWS), "each row's uniform numbers of the step, from its generator"),
             T("config", "float32", (4,), "1 / temperature (0 = greedy), top_k (0 = off), top_p, cfg_scale"),
         ),

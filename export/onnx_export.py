@@ -15,14 +15,16 @@ accept (checked with the LLM graph).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
-from vp.engines.contract import Contract
+from vp.engines.contract import HEAD, Contract
 from vp.export.graphs import example_inputs, graph_for
+from vp.export.logit_heads import split_head
 from vp.export.shape_folding import fold_reshapes
 from vp.models.checkpoint import Models
 
@@ -30,10 +32,13 @@ OPSET = 18
 FLOAT_TYPES = ("fp32", "fp16")
 
 
-def export_component(models: Models, contract: Contract, path: str | Path, precision: str = "fp32") -> list[str]:
+def export_component(models: Models, contract: Contract, path: str | Path, precision: str = "fp32",
+                     heads: bool = True) -> list[str]:
     """Write `contract.component` as ONNX to `path` at float type `precision` (fp32 or fp16; INT8 is
     vp.calibration's rewrite of such a graph); returns the external data file names written
-    beside it (empty for graphs under 2 GB)."""
+    beside it (empty for graphs under 2 GB). The LLM's output projection is split into the
+    vocabulary's heads (vp.export.logit_heads) unless `heads` is False: vp.calibration quantizes
+    the whole projection first and splits it after."""
     if precision not in FLOAT_TYPES:
         raise ValueError(f"unknown float type {precision!r}; expected one of {', '.join(FLOAT_TYPES)}")
     path = Path(path)
@@ -42,12 +47,14 @@ def export_component(models: Models, contract: Contract, path: str | Path, preci
     if precision == "fp16":
         module = copy.deepcopy(module).half()
     module.eval()
+    if contract.component == "llm":  # traced with the whole projection; the head input comes with the split
+        contract = dataclasses.replace(contract, inputs=tuple(s for s in contract.inputs if s.name != HEAD))
     args = example_inputs(contract, dtype, models.preset)
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         traced = Path(scratch) / path.name
         _trace(module, args, contract, traced)
         if contract.component == "llm":
-            _fold_shapes(traced)
+            _finish_llm(traced, models.preset.vocab.heads() if heads else None)
         if len(list(Path(scratch).iterdir())) == 1:
             traced.replace(path)
             return []
@@ -62,13 +69,16 @@ def export_component(models: Models, contract: Contract, path: str | Path, preci
     return [data_name]
 
 
-def _fold_shapes(path: Path) -> None:
-    """The traced graph with constant Reshape shapes (vp.export.shape_folding), written over it;
-    weights in external data files beside it stay where they are."""
+def _finish_llm(path: Path, heads: tuple[tuple[int, int], ...] | None) -> None:
+    """The traced LLM graph with constant Reshape shapes (vp.export.shape_folding) and, given
+    `heads`, its projection split into them, written over it; weights in external data files
+    beside it stay where they are."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     fold_reshapes(model)
+    if heads is not None:
+        split_head(model, heads)
     onnx.save_model(model, str(path))
 
 

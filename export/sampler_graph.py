@@ -6,12 +6,13 @@ sort-free rejection as `vp.runtime.sampling.sample`, its DRAWS rounds
 unrolled, with the uniform numbers the host's generators drew for the step.
 Only the ids cross to the host. Inputs and output (the sampler contract):
 
-    logits        float32 [R, V]   the LLM call's logits: N conditional rows, then (R = 2N, with
-                                   CFG) N unconditional ones; R = N: no guidance (cfg_scale 1)
-    window        int64 [2]        the id range [low, high) the position may emit
+    logits        float32 [R, W]   the LLM call's logits over one output head: N conditional rows,
+                                   then (R = 2N, with CFG) N unconditional ones; R = N: no
+                                   guidance (cfg_scale 1)
+    window        int64 [2]        the range [low, high) the position may emit, in the head's columns
     uniforms      float32 [N, DRAWS]  each row's uniform numbers for the step
     config        float32 [4]      1 / temperature (0 = greedy), top_k (0 = off), top_p, cfg_scale
-    ids           int64 [N]        the drawn id in [low, high); -1 where all DRAWS draws were
+    ids           int64 [N]        the drawn column in [low, high); -1 where all DRAWS draws were
                                    rejected (probability <= (1 - top_p)^DRAWS), and in every row
                                    when top_k > MAX_TOP_K: the host draws those rows from their
                                    logits, with the same uniforms first
@@ -21,8 +22,8 @@ float64, and takes exp2 of log2(e)-scaled logits where this graph takes Exp,
 which has no base-2 twin in ONNX: the weights differ by a few parts in 10^6):
 a draw whose uniform falls within rounding of a boundary between two ids may
 pick the neighbour, and a tie for the largest logit under greedy may
-resolve to another of the tied ids. The window is a mask over the whole
-vocabulary, not a slice, so the graph has no data-dependent shapes.
+resolve to another of the tied ids. The window is a mask over the head's
+columns, not a slice, so the graph has no data-dependent shapes.
 """
 
 from __future__ import annotations

@@ -173,7 +173,11 @@ def _bench_batch(pipeline, task, prompt, batch, config, bandwidth, itemsize, pro
     llm = b.manifest.preset["llm"]
     mean_context = (layout.prefix_len + layout.total_len) / 2
     weight_itemsize = 1 if b.manifest.components["llm"].precision in QUANTIZED else itemsize  # int8 weights
-    step_bytes = llm_weight_bytes(llm, weight_itemsize) + kv_bytes(llm, mean_context, sequences, itemsize)
+    heads = b.vocab.heads()
+    widths = [heads[b.vocab.head_of(low, high)] for forced, low, high in layout.positions() if forced < 0]
+    head_columns = float(np.mean([high - low for low, high in widths])) if widths else None
+    weight_bytes = llm_weight_bytes(llm, weight_itemsize, head_columns)
+    step_bytes = weight_bytes + kv_bytes(llm, mean_context, sequences, itemsize)
     floor_ms = step_bytes / (bandwidth * 1e9) * 1e3
     t = lambda stage: [r.timings.get(stage, 0.0) for r in results]  # noqa: E731
     latent_frames = layout.video_grid[0] if layout.video_grid else 0
@@ -189,7 +193,7 @@ def _bench_batch(pipeline, task, prompt, batch, config, bandwidth, itemsize, pro
         "decode": {**tpot, "p50_ms": tpot["median_ms"], "tokens_per_s": 1e3 * batch / tpot["median_ms"],
                    "context_from": layout.prefix_len, "context_to": layout.total_len},
         "overhead_share": float(np.median((steps - backend) / steps)),
-        "floor": {"weight_bytes": llm_weight_bytes(llm, weight_itemsize), "step_bytes": step_bytes,
+        "floor": {"weight_bytes": weight_bytes, "step_bytes": step_bytes,
                   "floor_ms": floor_ms, "ratio": tpot["median_ms"] / floor_ms, "bandwidth_gbs": bandwidth,
                   "device": "gpu" if pipeline.backend.on_gpu else "host"},
         "video_decoder_ms_per_latent_frame": (float(np.median(t("video_decoder"))) / latent_frames / batch

@@ -68,7 +68,7 @@ class Bundle:
             io = {s.name: s for s in (*self.manifest.components["llm"].contract.inputs,
                                       *self.manifest.components["llm"].contract.outputs)}
             checks += [("preset.llm.d_model", self.manifest.preset["llm"]["d_model"], io["input_embeds"].shape[-1]),
-                       ("vocabulary (size)", self.vocab.size, io["logits"].shape[-1])]
+                       ("vocabulary (widest output head)", self.vocab.head_width, io["logits"].shape[-1])]
         if "text_encoder" in self.manifest.components:
             out = self.manifest.components["text_encoder"].contract.outputs[0]
             checks.append(("preset.llm.d_model", self.manifest.preset["llm"]["d_model"], out.shape[-1]))

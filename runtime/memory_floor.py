@@ -84,11 +84,14 @@ def gpu_memory_used_bytes() -> int | None:
     return None if int(error) != 0 else int(total - free)
 
 
-def llm_weight_bytes(llm: dict, itemsize: int) -> int:
-    """Bytes of the LLM weights one decode step reads (tied embedding read once, by the logits)."""
+def llm_weight_bytes(llm: dict, itemsize: int, head_columns: float | None = None) -> int:
+    """Bytes of the LLM weights one decode step reads: the layers and the columns of the tied
+    embedding table the output projection reads (`head_columns`, the mean width of the heads the
+    steps compute; default all of it; the token lookup reads one column per token)."""
     d, kv = llm["d_model"], llm["n_kv_heads"] * (llm["d_model"] // llm["n_heads"])
     per_layer = 2 * d * d + 2 * d * kv + 3 * d * llm["mlp_hidden"] + 2 * d
-    return (llm["vocab_size"] * d + llm["n_layers"] * per_layer + d) * itemsize
+    columns = llm["vocab_size"] if head_columns is None else head_columns
+    return int((columns * d + llm["n_layers"] * per_layer + d) * itemsize)
 
 
 def kv_bytes(llm: dict, context: float, sequences: int, itemsize: int) -> float:

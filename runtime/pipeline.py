@@ -330,7 +330,7 @@ class Pipeline:
         layouts = [branch.layout for branch in run.branches]
         blocks = TokenGenerator.blocks_needed(layouts, run.num_samples, self.block_size)
         llm, manager = self._kv.reserve(blocks)
-        generator, holder = TokenGenerator(llm, manager, self.d_model, *self._batches), threading.get_ident()
+        generator, holder = TokenGenerator(llm, manager, self.d_model, *self._batches, self.bundle.vocab), threading.get_ident()
         steps = generator.generate(run.branches, run.num_samples, run.sampling, run.rngs, run.loop,
                                    time.perf_counter, run=run.id)
         try:

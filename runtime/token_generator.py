@@ -8,6 +8,10 @@ position is then either forced by the layout (fed, never sampled) or drawn
 from the CFG-mixed logits of its sample with that sample's own generator.
 Runs of forced ids are fed in one call, like the torch reference.
 
+Each call computes the logits of one output head (vp.runtime.vocab.Vocabulary.heads):
+the head of the position it predicts. Ids are drawn in the head's columns and
+shifted by the head's first id.
+
 Calls respect the engine's optimization profiles: one new token per sequence
 goes in decode calls of at most the decode profile's batch; several new tokens
 (prefill, forced runs) in prefill calls of at most its batch.
@@ -33,6 +37,7 @@ from vp.runtime.batch_block_table import BatchBlockTable
 from vp.runtime.kv_cache import KVCacheManager, KVStats
 from vp.runtime.sampling import DRAWS, SamplingConfig, graph_config, sample_guided
 from vp.runtime.layout import SequenceLayout
+from vp.runtime.vocab import Vocabulary
 
 
 @dataclass
@@ -61,12 +66,15 @@ class LoopTimings:
 class TokenGenerator:
     """Generates output tokens with a PagedLLM and its KVCacheManager.
 
-    max_batch: {tokens_per_call: max sequences per call}: from the engine
-    profiles (decode: T = 1; prefill: T > 1).
+    decode_batch / prefill_batch: max sequences per call, from the engine profiles (decode:
+    T = 1; prefill: T > 1). vocab: the LLM's, whose output heads the calls select.
     """
 
-    def __init__(self, llm: PagedLLM, manager: KVCacheManager, d_model: int, decode_batch: int, prefill_batch: int):
+    def __init__(self, llm: PagedLLM, manager: KVCacheManager, d_model: int, decode_batch: int, prefill_batch: int,
+                 vocab: Vocabulary):
         self.llm = llm
+        self.vocab = vocab
+        self.heads = vocab.heads()
         self.manager = manager
         self.d_model = d_model
         self.decode_batch = decode_batch
@@ -100,18 +108,22 @@ class TokenGenerator:
         capacity = max(math.ceil(branch.layout.total_len / self.block_size) for branch in branches)
         table = BatchBlockTable(self.manager, [seq for branch_seqs in seqs for seq in branch_seqs], capacity)
         try:
+            positions = layout.positions()
+            forced, low, high = positions[0]
             start = clock()
-            logits = [self._prefill(table, seqs[b], branch) for b, branch in enumerate(branches)]  # [branch] (N, V)
+            head = self.vocab.head_of(low, high) if forced < 0 else 0  # the prefill predicts output position 0
+            logits = [self._prefill(table, seqs[b], branch, head) for b, branch in enumerate(branches)]  # [branch] (N, W)
             timings.prefill_ms += (clock() - start) * 1e3
             pending = np.zeros((num_samples, 0), np.int64)
-            for forced, low, high in layout.positions():
+            for forced, low, high in positions:
                 if forced >= 0:
                     ids = np.full(num_samples, forced, np.int64)
                 else:
+                    head = self.vocab.head_of(low, high)
                     if pending.shape[1]:
                         start = clock()
                         backend = self.backend_ms
-                        logits = self._feed(table, seqs, pending)
+                        logits = self._feed(table, seqs, pending, head)
                         end = clock()
                         timings.decode_ms += (end - start) * 1e3
                         timings.decode_steps += 1
@@ -119,11 +131,14 @@ class TokenGenerator:
                         timings.step_tokens.append(pending.shape[1])
                         timings.backend_ms.append(self.backend_ms - backend)
                         pending = pending[:, :0]
+                    offset = self.heads[head][0]  # ids are drawn in the head's columns
                     if logits is None:  # kept on the device
-                        ids = self._draw_kept(num_samples, len(branches) > 1, low, high, sampling, rngs)
+                        ids = self._draw_kept(num_samples, len(branches) > 1, low - offset, high - offset,
+                                              sampling, rngs)
                     else:
                         ids = sample_guided(logits[0], logits[1] if len(branches) > 1 else None,
-                                            low=low, high=high, config=sampling, rngs=rngs)
+                                            low=low - offset, high=high - offset, config=sampling, rngs=rngs)
+                    ids = ids + offset
                 pending = np.concatenate([pending, ids[:, None]], axis=1)
                 yield ids
         finally:
@@ -133,9 +148,9 @@ class TokenGenerator:
                     if seq in self.manager.tables:
                         self.manager.free(seq)
 
-    def _prefill(self, table: BatchBlockTable, seqs: list, branch: Branch) -> np.ndarray:
+    def _prefill(self, table: BatchBlockTable, seqs: list, branch: Branch, head: int) -> np.ndarray:
         """Prefill the branch's prefix once (reusing cached blocks) into seqs[0], fork it to the
-        other sequences of seqs; logits [N, V]."""
+        other sequences of seqs; logits [N, W] of `head`."""
         layout = branch.layout
         key = b"" if branch.text is None else hashlib.sha256(np.ascontiguousarray(branch.text).tobytes()).digest()
         first = seqs[0]
@@ -146,15 +161,15 @@ class TokenGenerator:
             embeds[0, layout.text_start:layout.text_start + layout.text_len] = branch.text[:layout.text_len]
         new = slice(cached, layout.prefix_len)
         logits = self._call(table, [first], layout.prefix[None, new], embeds[:, new], layout.text_mask()[None, new],
-                            prefix_lens=[layout.prefix_len])
+                            prefix_lens=[layout.prefix_len], head=head)
         for seq in seqs[1:]:
             self.manager.fork(first, seq)
             table.sync(seq)
         return np.repeat(logits, len(seqs), axis=0)
 
-    def _feed(self, table: BatchBlockTable, seqs, pending: np.ndarray) -> list[np.ndarray] | None:
-        """Append pending [N, T] ids to every branch's sequences; per branch, logits [N, V], or None
-        where one decode call kept them on the device for _draw_kept."""
+    def _feed(self, table: BatchBlockTable, seqs, pending: np.ndarray, head: int) -> list[np.ndarray] | None:
+        """Append pending [N, T] ids to every branch's sequences; per branch, logits [N, W] of `head`,
+        or None where one decode call kept them on the device for _draw_kept."""
         flat = [seq for branch_seqs in seqs for seq in branch_seqs]
         ids = np.concatenate([pending] * len(seqs))  # (branches * N, T)
         T = ids.shape[1]
@@ -166,7 +181,7 @@ class TokenGenerator:
             chunk = slice(lo, lo + step)
             embeds = np.zeros((len(flat[chunk]), T, self.d_model), np.float32)
             mask = np.zeros((len(flat[chunk]), T), bool)
-            out.append(self._call(table, flat[chunk], ids[chunk], embeds, mask, prefix_lens[chunk], keep))
+            out.append(self._call(table, flat[chunk], ids[chunk], embeds, mask, prefix_lens[chunk], head, keep))
         if keep:
             return None
         logits = out[0] if len(out) == 1 else np.concatenate(out)
@@ -174,9 +189,9 @@ class TokenGenerator:
         return [logits[b * n:(b + 1) * n] for b in range(len(seqs))]
 
     def _call(self, table: BatchBlockTable, seqs, ids: np.ndarray, embeds: np.ndarray, embed_mask: np.ndarray,
-              prefix_lens, keep: bool = False) -> np.ndarray | None:
+              prefix_lens, head: int, keep: bool = False) -> np.ndarray | None:
         """One engine call over `seqs` (same T each): allocate slots, copy-on-write, run, commit; its
-        logits, or None when `keep` leaves them on the device."""
+        logits of `head`, or None when `keep` leaves them on the device."""
         T = ids.shape[1]
         context = self.manager.context_lens(seqs)
         slots = []
@@ -194,6 +209,7 @@ class TokenGenerator:
             block_table=table.input(seqs, context),
             context_lens=context,
             prefix_lens=np.asarray(prefix_lens, np.int64),
+            head=np.array([head], np.int64),
             slots=np.concatenate(slots).reshape(len(seqs), T),
         )
         start = time.perf_counter()
@@ -205,9 +221,9 @@ class TokenGenerator:
 
     def _draw_kept(self, n: int, guided: bool, low: int, high: int, sampling: SamplingConfig,
                    rngs: list[np.random.Generator]) -> np.ndarray:
-        """A position's ids [n] drawn by the sampler graph from the logits the last call kept (n
-        conditional rows, then n unconditional ones when guided); the host draws the rows it left,
-        from the same uniform numbers, as if it had drawn them all."""
+        """A position's ids [n] in the head's columns [low, high), drawn by the sampler graph from the
+        logits the last call kept (n conditional rows, then n unconditional ones when guided); the
+        host draws the rows it left, from the same uniform numbers, as if it had drawn them all."""
         greedy = sampling.temperature == 0  # draws nothing: the generators stay where they are
         uniforms = np.zeros((n, DRAWS)) if greedy else np.stack([rng.random(DRAWS) for rng in rngs])
         start = time.perf_counter()

@@ -107,6 +107,26 @@ class Vocabulary:
     def audio_range(self, level: int) -> tuple[int, int]:
         return self.audio_offset(level), self.audio_offset(level) + self.audio_codes
 
+    def heads(self) -> tuple[tuple[int, int], ...]:
+        """The LLM's output heads, as id ranges [low, high): the visual codes, then (with audio) all
+        audio levels together. Every sampled position's range lies inside one head, and the LLM
+        graph computes logits for that head only (docs/engine-contract.md); specials and text
+        words are never sampled, so no head covers them."""
+        audio = (self.audio_offset(0), self.audio_offset(self.audio_levels)) if self.audio_levels else None
+        return (self.visual_range(), *((audio,) if audio else ()))
+
+    @property
+    def head_width(self) -> int:
+        """Columns of the LLM's logits: the widest head (a narrower one is padded after its ids)."""
+        return max(high - low for low, high in self.heads())
+
+    def head_of(self, low: int, high: int) -> int:
+        """The index of the head whose ids hold the range [low, high)."""
+        for index, (head_low, head_high) in enumerate(self.heads()):
+            if head_low <= low < high <= head_high:
+                return index
+        raise ValueError(f"no output head holds ids [{low}, {high}): heads {self.heads()}")
+
     def video_ids(self, codes: np.ndarray) -> np.ndarray:
         """codes: [t, h, w] int in [0, visual_codes) -> ids: [t*h*w] int64, (t, h, w) row-major."""
         codes = check_codes("video codes [t, h, w]", codes, 3, self.visual_codes)

@@ -58,8 +58,9 @@ class LLMBatch:
     """The LLM inputs of one call over B sequences with T new tokens each (see docs/engine-contract.md).
 
     Every field but `slots` is the contract input of the same name (the KV pool is the
-    backend's own); slots: [B, T] int64, the pool slot (block * block_size + offset) of each
-    new token, where forward() commits its K/V.
+    backend's own); head: [1] int64, the output head whose logits to compute (an index into
+    Vocabulary.heads(): the head of the position the call predicts); slots: [B, T] int64, the
+    pool slot (block * block_size + offset) of each new token, where forward() commits its K/V.
     """
 
     input_ids: np.ndarray
@@ -69,6 +70,7 @@ class LLMBatch:
     block_table: np.ndarray
     context_lens: np.ndarray
     prefix_lens: np.ndarray
+    head: np.ndarray
     slots: np.ndarray
 
     def feeds(self) -> dict[str, np.ndarray]:

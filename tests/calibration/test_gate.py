@@ -15,15 +15,15 @@ def _paged(path, tiny_models):
 
 
 def test_the_fp32_graph_agrees_with_the_reference_everywhere(tiny_models, tiny_llm_graphs, tiny_calibration):
-    result = teacher_forced(tiny_models.llm, _paged(tiny_llm_graphs["fp32"], tiny_models), tiny_calibration.held_out,
-                            GateThresholds(positions=40))
+    result = teacher_forced(tiny_models.llm, _paged(tiny_llm_graphs["fp32-heads"], tiny_models), tiny_calibration.held_out,
+                            GateThresholds(positions=40), tiny_models.preset.vocab)
     assert result["top1"] == 1.0 and result["kl"] < 1e-6
     assert result["sequences"] == 4 and 0 < result["positions"] <= 4 * 40
 
 
 def test_a_broken_graph_fails_the_gate(tiny_models, tiny_llm_graphs, tiny_calibration, tmp_path):
     """The same graph with one layer's MLP output weights scrambled: the gate sees it."""
-    model = onnx.load(str(tiny_llm_graphs["fp32"]))
+    model = onnx.load(str(tiny_llm_graphs["fp32-heads"]))
     node = next(n for n in model.graph.node if n.name == "/blocks.0/mlp/w_down/MatMul")
     init = next(i for i in model.graph.initializer if i.name == node.input[1])
     w = onnx.numpy_helper.to_array(init)
@@ -32,7 +32,7 @@ def test_a_broken_graph_fails_the_gate(tiny_models, tiny_llm_graphs, tiny_calibr
     onnx.save(model, str(tmp_path / "broken.onnx"))
     thresholds = GateThresholds(positions=40)
     result = teacher_forced(tiny_models.llm, _paged(tmp_path / "broken.onnx", tiny_models), tiny_calibration.held_out,
-                            thresholds)
+                            thresholds, tiny_models.preset.vocab)
     gate = verdict(result, None, thresholds)
     assert not gate["passed"] and result["kl"] > thresholds.kl
     assert any("mean KL" in f for f in gate["failures"])

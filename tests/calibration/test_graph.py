@@ -12,6 +12,7 @@ from vp.calibration import graph
 from vp.calibration.llm import graph_scales, graph_weights
 from vp.calibration.statistics import tensor_scales
 from vp.export.contracts import contracts
+from vp.export.logit_heads import split_head
 
 
 def test_quantize_weight_is_symmetric_per_output_channel():
@@ -35,7 +36,9 @@ def quantized(tiny_models, tiny_llm_graphs, tiny_calibration, tmp_path_factory):
     for flavour, act in (("int8-wo", None), ("int8", scales)):
         for target in ("cpu", "tensorrt"):
             path = folder / f"{flavour}-{target}.onnx"
-            onnx.save(graph.quantize_graph(model, weights, act, tensorrt=target == "tensorrt"), str(path))
+            rewritten = graph.quantize_graph(model, weights, act, tensorrt=target == "tensorrt")
+            split_head(rewritten, tiny_models.preset.vocab.heads())  # as vp.calibration.llm.quantize does
+            onnx.save(rewritten, str(path))
             out[flavour, target] = path
     return out
 
@@ -52,7 +55,7 @@ def _prefill_logits(path, tiny_models, sequence):
                                 embed_mask=sequence.embed_mask[None, :n], position_ids=positions,
                                 block_table=np.arange(8, dtype=np.int64)[None],
                                 context_lens=np.array([0], np.int64), prefix_lens=np.array([n], np.int64),
-                                slots=positions))[0]
+                                head=np.array([0], np.int64), slots=positions))[0]
 
 
 def _fused(path) -> collections.Counter:
@@ -64,14 +67,23 @@ def _fused(path) -> collections.Counter:
         options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "4")
         options.optimized_model_filepath = f"{scratch}/optimized.onnx"
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+        return collections.Counter(n.op_type for n in _nodes(onnx.load(options.optimized_model_filepath).graph))
+
+
+def _nodes(graph):
+    """The graph's nodes and those of its subgraphs (the output heads' If branches)."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _nodes(attribute.g)
 
 
 @pytest.mark.parametrize("flavour, kernel", [("int8-wo", "MatMulNBits"), ("int8", "MatMulIntegerToFloat")])
 def test_onnx_runtime_fuses_every_weight_matmul_into_an_integer_kernel(quantized, tiny_models, flavour, kernel):
     ops = _fused(quantized[flavour, "cpu"])
-    # every projection (wqkv, wo, w_gate_up, w_down: vp.export.llm_graph fuses) and the output head
-    assert ops[kernel] == 4 * tiny_models.preset.llm.n_layers + 1
+    # every projection (wqkv, wo, w_gate_up, w_down: vp.export.llm_graph fuses) and both output heads
+    assert ops[kernel] == 4 * tiny_models.preset.llm.n_layers + 2
     assert ops["DequantizeLinear"] == 0  # no weight is dequantized at run time
 
 
@@ -80,7 +92,7 @@ def test_logits_follow_fp32(quantized, tiny_models, tiny_llm_graphs, tiny_calibr
     """Max |logit error| relative to the logits' range; the TensorRT form (DQ -> Gather lookup)
     computes the same as the CPU form."""
     s = tiny_calibration.held_out[0]
-    reference = _prefill_logits(tiny_llm_graphs["fp32"], tiny_models, s)
+    reference = _prefill_logits(tiny_llm_graphs["fp32-heads"], tiny_models, s)
     spread = reference.max() - reference.min()
     for target in ("cpu", "tensorrt"):
         logits = _prefill_logits(quantized[flavour, target], tiny_models, s)

@@ -24,7 +24,8 @@ def test_manifest_describes_every_component(tiny_bundle):
     assert llm["precision"] == "fp32" and len(llm["sha256"]) == 64
     assert [t["name"] for t in llm["contract"]["inputs"]] == [
         "input_ids", "input_embeds", "embed_mask", "position_ids", "kv_pool", "block_table", "context_lens",
-        "prefix_lens"]
+        "prefix_lens", "head"]
+    assert llm["contract"]["outputs"][0]["shape"] == ["batch", 1024]  # the widest head: the 1,024 visual codes
     assert [p["name"] for p in llm["contract"]["profiles"]] == ["prefill", "decode"]
     assert body["engines"] == {} and "--engines none" in body["engines_note"]
     assert (tiny_bundle / "tokenizer.json").is_file() and len(body["tokenizer_sha256"]) == 64
@@ -121,11 +122,11 @@ def test_unknown_component_and_bad_sm(tmp_path):
 def test_failure_midway_leaves_no_bundle(tmp_path, monkeypatch):
     calls = []
 
-    def failing(models, contract, path, precision):
+    def failing(models, contract, path, precision, heads=True):
         calls.append(contract.component)
         if len(calls) == 2:
             raise ValueError("simulated failure")
-        return real(models, contract, path, precision)
+        return real(models, contract, path, precision, heads)
 
     real = bundle_module.export_component
     monkeypatch.setattr(bundle_module, "export_component", failing)

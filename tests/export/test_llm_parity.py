@@ -43,8 +43,9 @@ class ScatteredPool:
         self.prefix.append(prefix_len)
         return len(self.tables) - 1
 
-    def run(self, seqs, ids, embeds=None, mask=None):
-        """ids [B, T] for sequences `seqs` -> logits [B, V]; commits the new K/V."""
+    def run(self, seqs, ids, embeds=None, mask=None, head=0):
+        """ids [B, T] for sequences `seqs` -> logits [B, head_width] of output head `head`; commits the
+        new K/V."""
         ids = np.asarray(ids, np.int64)
         B, T = ids.shape
         for s in seqs:
@@ -61,6 +62,7 @@ class ScatteredPool:
             position_ids=ctx[:, None] + np.arange(T)[None],
             kv_pool=self.pool, block_table=table, context_lens=ctx,
             prefix_lens=np.array([self.prefix[s] for s in seqs], np.int64),
+            head=np.array([head], np.int64),
         )
         logits, new_kv = self.session.run(["logits", "new_kv"], feeds)
         for b, s in enumerate(seqs):
@@ -85,11 +87,16 @@ def test_paged_logits_match_full_forward(tiny_models, precision, atol, request):
     full = llm(ids, torch.tensor([prefix_len]))[0].numpy()
     pool = ScatteredPool(llm_session(bundle))
     seq = pool.add(prefix_len)
-    got = {prefix_len - 1: pool.run([seq], ids[:, :prefix_len])[0]}
-    got[19] = pool.run([seq], ids[:, prefix_len:20])[0]  # a chunk of forced tokens
-    for t in range(20, 40):
-        got[t] = pool.run([seq], ids[:, t:t + 1])[0]
-    worst = max(np.abs(got[p] - full[p]).max() for p in got)
+    heads = tiny_models.preset.vocab.heads()
+    got = {prefix_len - 1: (0, pool.run([seq], ids[:, :prefix_len])[0])}
+    got[19] = (1, pool.run([seq], ids[:, prefix_len:20], head=1)[0])  # a chunk of forced tokens
+    for t in range(20, 40):  # the two heads in turn
+        got[t] = (t % 2, pool.run([seq], ids[:, t:t + 1], head=t % 2)[0])
+    worst = 0.0
+    for p, (head, logits) in got.items():
+        low, high = heads[head]
+        worst = max(worst, np.abs(logits[:high - low] - full[p, low:high]).max())
+        assert not logits[high - low:].any()  # the padding after a narrower head
     assert worst <= atol, worst
 
 
@@ -114,13 +121,17 @@ def test_greedy_tokens_match_reference(tiny_models, tiny_bundle):
     a, b = pool.add(cond.prefix_len), pool.add(uncond.prefix_len)
     embeds = np.zeros((1, cond.prefix_len, preset.llm.d_model), np.float32)
     embeds[0, cond.text_mask()] = text[0]
-    logits = [pool.run([a], cond.prefix[None], embeds, cond.text_mask()[None])[0],
-              pool.run([b], uncond.prefix[None])[0]]
+    positions = cond.positions()[:n + 1]
+    # each call computes the head of the position it predicts
+    heads = [preset.vocab.head_of(low, high) if forced < 0 else 0 for forced, low, high in positions]
+    logits = [pool.run([a], cond.prefix[None], embeds, cond.text_mask()[None], head=heads[0])[0],
+              pool.run([b], uncond.prefix[None], head=heads[0])[0]]
     rng, out = make_rng(0), []
-    for forced, low, high in cond.positions()[:n]:
+    for i, (forced, low, high) in enumerate(positions[:n]):
         if forced < 0:
-            forced = int(sample_guided(logits[0][None], logits[1][None], low=low, high=high, config=sampling,
-                                       rngs=[rng])[0])
+            offset = preset.vocab.heads()[heads[i]][0]
+            forced = offset + int(sample_guided(logits[0][None], logits[1][None], low=low - offset,
+                                                high=high - offset, config=sampling, rngs=[rng])[0])
         out.append(forced)
-        logits = list(pool.run([a, b], [[forced], [forced]]))
+        logits = list(pool.run([a, b], [[forced], [forced]], head=heads[i + 1]))
     np.testing.assert_array_equal(np.array(out), want)

@@ -1,6 +1,8 @@
 """The sampler graph (vp.export.sampler_graph), exported and run by ONNX Runtime on the CPU, against
 the host sampler it mirrors: the same uniform numbers give the same ids."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,12 @@ def sampler(tiny_models, tmp_path_factory):
     from vp.export.contracts import sampler_contract
     from vp.export.onnx_export import export_component
 
+    # logits wider than the tiny preset's heads (1,024 columns, MAX_TOP_K), so that a top-k beyond
+    # the graph's TopK can be asked for
     contract = sampler_contract(tiny_models.preset)
+    logits = contract.input("logits")
+    wide = dataclasses.replace(logits, shape=(logits.shape[0], 2304))
+    contract = dataclasses.replace(contract, inputs=tuple(wide if s is logits else s for s in contract.inputs))
     path = tmp_path_factory.mktemp("sampler") / "sampler.onnx"
     export_component(tiny_models, contract, path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

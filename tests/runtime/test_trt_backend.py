@@ -96,22 +96,24 @@ class _CopyCounter:
         return self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, stream)
 
 
-def _batch(d_model: int, context: int, tokens: int, slot: int):
-    """One sequence: `tokens` new ids after `context` cached ones, its blocks 0, 1, ... in order."""
+def _batch(d_model: int, context: int, tokens: int, slot: int, head: int = 0):
+    """One sequence: `tokens` new ids after `context` cached ones, its blocks 0, 1, ... in order;
+    logits of output head `head`."""
     from vp.runtime.backends.base import LLMBatch
 
     blocks = max(1, -(-(context + tokens) // 16))
     return LLMBatch(input_ids=np.arange(5, 5 + tokens)[None], input_embeds=np.zeros((1, tokens, d_model), np.float32),
                     embed_mask=np.zeros((1, tokens), bool), position_ids=np.arange(context, context + tokens)[None],
                     block_table=np.arange(blocks)[None], context_lens=np.array([context]), prefix_lens=np.array([4]),
-                    slots=np.arange(slot, slot + tokens)[None])
+                    head=np.array([head]), slots=np.arange(slot, slot + tokens)[None])
 
 
 def test_llm_calls_match_onnx_runtime_through_graphs_and_shared_memory(gpu_bundle, tiny_models):
     """Prefill, decode steps (CUDA-graphed from the second call on with TensorRT-RTX), a second
     prefill, more decode steps: the contexts share one activation memory and the logits follow ONNX
-    Runtime's on the same bundle, call after call. Each decode step moves its host inputs in one
-    copy and its logits in one."""
+    Runtime's on the same bundle, call after call, the output head switching from call to call (the
+    graph's If, replayed in a CUDA graph). Each decode step moves its host inputs in one copy and its
+    logits in one."""
     from vp.runtime.backends import open_backend
     from vp.runtime.bundle import Bundle
 
@@ -123,9 +125,9 @@ def test_llm_calls_match_onnx_runtime_through_graphs_and_shared_memory(gpu_bundl
         counter = _CopyCounter(trt_llm._engine.cudart)
         trt_llm._engine.cudart = counter
         context = 0
-        for tokens in (4, 1, 1, 1, 1, 3, 1, 1, 1):  # prefill, decode x4, prefill, decode x3
+        for call, tokens in enumerate((4, 1, 1, 1, 1, 3, 1, 1, 1)):  # prefill, decode x4, prefill, decode x3
             counter.counts.clear()
-            batch = _batch(d, context, tokens, slot=context)
+            batch = _batch(d, context, tokens, slot=context, head=call % 2)
             got, want = trt_llm.forward(batch), ort_llm.forward(batch)
             np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)  # TensorRT may use TF32 in fp32 GEMMs
             if tokens == 1:
@@ -178,6 +180,7 @@ def test_the_sampler_engine_draws_from_the_kept_logits_what_the_host_would(gpu_b
     llm = open_backend("trt", Bundle.open(gpu_bundle))[0].paged_llm(num_blocks=8)
     d = tiny_models.preset.llm.d_model
     low, high = tiny_models.preset.vocab.visual_range()
+    low, high = 0, high - low  # the visual head's columns
     try:
         assert llm.device_sampler
         for step in range(6):
@@ -185,7 +188,8 @@ def test_the_sampler_engine_draws_from_the_kept_logits_what_the_host_would(gpu_b
             batch = LLMBatch(input_ids=np.array([[7], [9]]), input_embeds=np.zeros((2, 1, d), np.float32),
                              embed_mask=np.zeros((2, 1), bool), position_ids=np.array([[context]] * 2),
                              block_table=np.array([[0], [1]]), context_lens=np.array([context] * 2),
-                             prefix_lens=np.array([4, 4]), slots=np.array([[context], [16 + context]]))
+                             prefix_lens=np.array([4, 4]), head=np.array([0]),
+                             slots=np.array([[context], [16 + context]]))
             llm.forward_kept(batch)
             uniforms = make_rng(step).random((1, DRAWS))
             ids = llm.sample_kept(np.array([low, high]), uniforms.astype(np.float32), graph_config(sampling, True))
