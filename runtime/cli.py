@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from vp.runtime.backends import BACKENDS
-from vp.runtime.vocab import Task
+from vp.runtime.vocab import HEAD_NAMES, Task
 
 DEFAULT_PRESET = "demo"
 
@@ -157,6 +157,8 @@ def info(bundle, digest):
     click.echo(f"bundle {b.path}: preset {b.name}, format {m.format_version}")
     click.echo(f"  llm: d_model {llm['d_model']}, {llm['n_layers']} layers, {llm['n_heads']} heads "
                f"({llm['n_kv_heads']} kv), vocabulary {b.vocab.size}, context {llm['max_seq_len']}")
+    click.echo("  output heads (logits a call computes): " +
+               ", ".join(f"{name} ids [{low}, {high})" for name, (low, high) in zip(HEAD_NAMES, b.vocab.heads())))
     click.echo(f"  clip: {m.clip['frames']} frames {m.clip['height']}x{m.clip['width']} at {m.clip['fps']} fps, "
                f"latent {tuple(m.clip['video_grid'])}, audio {m.clip['audio_frames']} x "
                f"{b.vocab.audio_levels} codes at {m.clip['sample_rate']} Hz")

@@ -75,6 +75,7 @@ SPECIAL_TOKENS: dict[str, int] = {
 }
 
 SPECIAL_RANGE = 256
+HEAD_NAMES = ("visual", "audio")  # Vocabulary.heads(), in order
 
 
 @dataclass(frozen=True, kw_only=True)

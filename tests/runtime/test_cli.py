@@ -121,6 +121,7 @@ def test_info(tiny_bundle):
     result = run("info", "--bundle", tiny_bundle)
     assert result.exit_code == 0, result.output
     assert "preset tiny" in result.output and "llm" in result.output and "t2v: " in result.output
+    assert "output heads (logits a call computes): visual ids [256, 1280), audio ids [1280, 2304)" in result.output
     result = run("info", "--bundle", "/nonexistent")
     assert result.exit_code == 1 and "does not exist" in result.output
 
