@@ -53,7 +53,7 @@ def split_head(model: onnx.ModelProto, heads: tuple[tuple[int, int], ...]) -> No
     if weight in inits:
         dtype = inits[weight].data_type
     elif w_dq is not None and w_dq.op_type == "DequantizeLinear" and all(i in inits for i in w_dq.input):
-        dtype = _float_type(model, w_dq)
+        dtype = inits[w_dq.input[1]].data_type  # the float type it dequantizes to: its scale's
         moved.append(w_dq)
     else:
         raise ValueError(f"{matmul.name}: the output projection's weight is neither a table nor a DequantizeLinear "
@@ -61,8 +61,7 @@ def split_head(model: onnx.ModelProto, heads: tuple[tuple[int, int], ...]) -> No
     single = matmul.output[0] if len(heads) == 1 else None
     branches = [_branch(i, low, high, width, matmul, moved, inits, single) for i, (low, high) in enumerate(heads)]
     if len(branches) == 1:
-        nodes, inits_of = branches[0]
-        new = [*nodes]
+        new, inits_of = branches[0]
         graph.initializer.extend(inits_of)
     else:
         select = [helper.make_node("Constant", [], ["head.first"], value=numpy_helper.from_array(np.array([0], np.int64))),
@@ -72,11 +71,13 @@ def split_head(model: onnx.ModelProto, heads: tuple[tuple[int, int], ...]) -> No
                        for i, (nodes, inits_of) in enumerate(branches))
         new = [*select, helper.make_node("If", ["head.is_first"], [matmul.output[0]], name="/head/If",
                                          then_branch=then, else_branch=other)]
-    index = list(graph.node).index(matmul)
-    kept = [n for n in graph.node if n is not matmul and all(n is not m for m in moved)]
-    position = sum(1 for n in list(graph.node)[:index] if any(n is k for k in kept))
+    # the new nodes take the projection's place; the Q/DQ nodes that moved into the branches go
+    nodes = list(graph.node)
+    at = nodes.index(matmul)
+    kept = [all(n is not r for r in (matmul, *moved)) for n in nodes]
+    order = [n for n, k in zip(nodes[:at], kept) if k] + new + [n for n, k in zip(nodes[at:], kept[at:]) if k]
     del graph.node[:]
-    graph.node.extend(kept[:position] + new + kept[position:])
+    graph.node.extend(order)
     _drop_unread(graph)
     graph.input.append(helper.make_tensor_value_info(HEAD, TensorProto.INT64, [1]))
     out = next(o for o in graph.output if o.name == LOGITS)
@@ -148,12 +149,6 @@ def _branch(index: int, low: int, high: int, width: int, matmul, moved, inits: d
 
 def _value(name: str, dtype: int, width: int):
     return helper.make_tensor_value_info(name, dtype, ["batch", width])
-
-
-def _float_type(model: onnx.ModelProto, dq: onnx.NodeProto) -> int:
-    """The float type a DequantizeLinear produces: its scale's."""
-    scale = next(i for i in model.graph.initializer if i.name == dq.input[1])
-    return scale.data_type
 
 
 def _readers(graph, name: str) -> int:
