@@ -4,12 +4,14 @@
                                     [--rounds 3] [--steps 30] [--head 0]
 
 For comparing graphs across vp versions: the pool is shaped from each graph's own
-`kv_pool` input, so graphs of the earlier pool layout ([num_blocks, block_size,
-layers, 2, kv_heads, head_dim]) and of the current one ([layers, 2, kv_heads,
-num_blocks, block_size, head_dim]) both run, and graphs with an output-head input
+inputs, so graphs of the earlier pool layouts (one `kv_pool` input, [num_blocks,
+block_size, layers, 2, kv_heads, head_dim] or [layers, 2, kv_heads, num_blocks,
+block_size, head_dim]) and of the current one (a K and a V plane per layer,
+[kv_heads, num_blocks, block_size, head_dim] each) all run, and graphs with an output-head input
 (format 6 on) compute the head `--head` (0: visual, 1: audio) where earlier
 ones project onto the whole vocabulary. One sequence, one new token, a
-shuffled block table; median ms of `steps` calls, best of `rounds` interleaved
+shuffled block table, a pool of `--pool` token slots (default: the context and
+two blocks); median ms of `steps` calls, best of `rounds` interleaved
 rounds (every graph at every context per round), ONNX Runtime on all cores.
 """
 
@@ -22,19 +24,20 @@ import numpy as np
 import onnxruntime as ort
 
 
-def feeds_for(session, context: int, head: int) -> dict[str, np.ndarray]:
+def feeds_for(session, context: int, head: int, pool: int | None) -> dict[str, np.ndarray]:
     spec = {i.name: i for i in session.get_inputs()}
-    pool_shape = spec["kv_pool"].shape
-    old_layout = isinstance(pool_shape[0], str)  # num_blocks first
-    block = pool_shape[1] if old_layout else pool_shape[4]
-    blocks = context // block + 2
-    shape = [blocks if isinstance(d, str) else d for d in pool_shape]
-    dtype = np.float16 if spec["kv_pool"].type == "tensor(float16)" else np.float32
+    pools = [name for name in spec if name == "kv_pool" or name.startswith(("k_pool.", "v_pool."))]
+    pool_shape = spec[pools[0]].shape
+    block = pool_shape[2] if len(pool_shape) == 4 else pool_shape[1] if isinstance(pool_shape[0], str) else pool_shape[4]
+    blocks = max(context // block + 2, -(-(pool or 0) // block))
+    rng = np.random.default_rng(0)
+    dtype = np.float16 if spec[pools[0]].type == "tensor(float16)" else np.float32
     d_model = spec["input_embeds"].shape[2]
     feeds = {"head": np.array([head], np.int64)} if "head" in spec else {}
+    feeds |= {name: rng.standard_normal([blocks if isinstance(d, str) else d for d in spec[name].shape]).astype(dtype)
+              for name in pools}
     return feeds | dict(input_ids=np.array([[7]], np.int64), input_embeds=np.zeros((1, 1, d_model), dtype),
                 embed_mask=np.zeros((1, 1), bool), position_ids=np.array([[context]], np.int64),
-                kv_pool=np.random.default_rng(0).standard_normal(shape).astype(dtype),
                 block_table=np.random.default_rng(1).permutation(blocks)[None, :-(-context // block)].astype(np.int64),
                 context_lens=np.array([context], np.int64), prefix_lens=np.array([16], np.int64))
 
@@ -57,6 +60,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--head", type=int, default=0, help="output head of graphs that take one: 0 visual, 1 audio")
+    parser.add_argument("--pool", type=int, default=None,
+                        help="token slots in the pool (default: the context and two blocks)")
     parser.add_argument("--accuracy-level", default="4",
                         help="session.qdq_matmulnbits_accuracy_level for int8 weight-only graphs (the ort backend's: 4)")
     args = parser.parse_args()
@@ -69,7 +74,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for c in contexts:
             for g, session in enumerate(sessions):
-                best[g, c] = min(best[g, c], step_ms(session, feeds_for(session, c, args.head), args.steps))
+                best[g, c] = min(best[g, c], step_ms(session, feeds_for(session, c, args.head, args.pool), args.steps))
     print(f"decode call of the graph, batch 1, median ms, best of {args.rounds} rounds of {args.steps} steps")
     print("context " + "".join(f"{i:>10}" for i in range(len(sessions))) + "   (graph index, in the order given)")
     for c in contexts:

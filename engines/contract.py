@@ -11,13 +11,24 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 # The paged LLM's tensors and profiles that the runtime and the engine builder address by role;
-# its other inputs are the fields of vp.runtime.backends.base.LLMBatch, by the same names.
-KV_POOL, LOGITS, NEW_KV = "kv_pool", "logits", "new_kv"
+# its other inputs are the fields of vp.runtime.backends.base.LLMBatch, by the same names, and the
+# KV pool's planes (kv_planes).
+LOGITS, NEW_KV = "logits", "new_kv"
 # The LLM's input that selects the output head (vp.export.logit_heads).
 HEAD = "head"
 # The sampler graph's input that a GPU backend binds to the LLM's logits where they are.
 SAMPLER_LOGITS = "logits"
 PREFILL, DECODE = "prefill", "decode"
+
+
+def kv_planes(layers: int) -> tuple[str, ...]:
+    """The LLM's KV pool inputs in the pool's order (vp.runtime.kv_pool): each layer's K, then its V
+    (k_pool.0, v_pool.0, k_pool.1, ...), each [kv_heads, num_blocks, block_size, head_dim]."""
+    return tuple(f"{kv}_pool.{layer}" for layer in range(layers) for kv in "kv")
+
+
+def is_kv_plane(name: str) -> bool:
+    return name.startswith(("k_pool.", "v_pool."))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 from vp.engines.builder import EngineRecord, sha256_of
 from vp.engines.contract import Contract
 
-FORMAT_VERSION = 6  # 6: the LLM computes one output head per call (input `head`); 5: video_decoder_first + _step
+FORMAT_VERSION = 7  # 7: the KV pool as one input per layer and K/V, read in place; 6: the LLM computes one output head per call (input `head`); 5: video_decoder_first + _step
 TOKENIZER = "tokenizer.json"
 UNSIGNED = ("sampling", "config_sha256")  # what the manifest's own digest leaves out
 

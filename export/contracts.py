@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 
-from vp.engines.contract import DECODE, HEAD, KV_POOL, LOGITS, NEW_KV, PREFILL, Contract, Profile, TensorSpec as T
+from vp.engines.contract import DECODE, HEAD, LOGITS, NEW_KV, PREFILL, Contract, Profile, TensorSpec as T, kv_planes
 from vp.models.presets import Preset
 from vp.models.video_decoder_step import state_layout
 from vp.runtime.sampling import DRAWS
 
-# Tokens per KV block: the pool is [layers, 2, kv_heads, num_blocks, BLOCK_SIZE, head_dim] (vp.runtime.kv_pool).
+# Tokens per KV block: the pool is [layers, 2, kv_heads, num_blocks, BLOCK_SIZE, head_dim] (vp.runtime.kv_pool),
+# given to the graph as one input per layer and K/V.
 BLOCK_SIZE = 16
 # Sequences per call: cond + uncond branches of a few samples.
 MAX_BATCH = 8
@@ -22,8 +23,7 @@ MAX_BATCH = 8
 def llm_contract(preset: Preset) -> Contract:
     c = preset.llm
     max_blocks = math.ceil(c.max_seq_len / BLOCK_SIZE)
-    pool = (c.n_layers, 2, c.n_kv_heads, "num_blocks", BLOCK_SIZE, c.head_dim)
-    blocks = (1, max_blocks, MAX_BATCH * max_blocks)
+    plane = (c.n_kv_heads, "num_blocks", BLOCK_SIZE, c.head_dim)
     return Contract(
         component="llm",
         doc="Prefix LM over a paged KV cache: prefill (many new tokens) and decode (one per sequence).",
@@ -33,10 +33,11 @@ def llm_contract(preset: Preset) -> Contract:
               "text embeddings (projected), read where embed_mask is True"),
             T("embed_mask", "bool", ("batch", "tokens"), "True at text slots"),
             T("position_ids", "int64", ("batch", "tokens"), "absolute positions: context_lens + 0..T-1"),
-            T(KV_POOL, "float", pool, "the runtime's KV pool, one plane per (layer, K/V, kv head); K is stored after rotary"),
             T("block_table", "int64", ("batch", "max_blocks"), "pool block of each logical block"),
             T("context_lens", "int64", ("batch",), "tokens already cached per sequence"),
             T("prefix_lens", "int64", ("batch",), "bidirectional prefix length per sequence"),
+            *(T(name, "float", plane, f"the KV pool's {'K' if name[0] == 'k' else 'V'} planes of layer "
+                f"{name.split('.')[1]} (K stored after rotary), read in place") for name in kv_planes(c.n_layers)),
             T(HEAD, "int64", (1,), "the output head whose logits to compute: its index in the vocabulary's heads"),
         ),
         outputs=(
@@ -46,10 +47,12 @@ def llm_contract(preset: Preset) -> Contract:
               "K (rotated) and V of the new positions in the pool's layout, for the runtime to commit"),
         ),
         profiles=(
+            # a prefill call reads planes of its own past blocks only (or of one empty block)
             Profile(PREFILL, {"batch": (1, 1, 2), "tokens": (1, 128, c.max_seq_len),
-                                "num_blocks": blocks, "max_blocks": (1, max_blocks // 4 or 1, max_blocks)}),
+                                "num_blocks": (1, 1, 2 * max_blocks), "max_blocks": (1, max_blocks // 4 or 1, max_blocks)}),
             Profile(DECODE, {"batch": (1, 2, MAX_BATCH), "tokens": (1, 1, 1),
-                               "num_blocks": blocks, "max_blocks": (1, max_blocks // 2 or 1, max_blocks)}),
+                               "num_blocks": (1, max_blocks, MAX_BATCH * max_blocks),
+                               "max_blocks": (1, max_blocks // 2 or 1, max_blocks)}),
         ),
         notes=(f"block_size = {BLOCK_SIZE}",),
     )

@@ -1,10 +1,13 @@
 """The LLM as an exportable graph over a paged KV cache (docs/engine-contract.md).
 
 One graph serves prefill (T new tokens of one or more sequences) and decode
-(T = 1). The runtime owns the KV pool; the graph reads past K/V through the
-block table with a Gather (a standard ONNX op that ONNX Runtime runs on a CPU
-and the TensorRT parser accepts), and returns the new K/V for the runtime to
-commit.
+(T = 1). The runtime owns the KV pool and passes it as one input per layer and
+K/V (vp.runtime.kv_pool); each layer's attention multiplies the queries of the
+whole batch with every slot of its K plane and its V plane in place, the slots
+that are not a sequence's past masked out (a mask built once per call from the
+block table), and the graph returns the new K/V for the runtime to commit.
+Standard ONNX ops only (MatMul, Where, Softmax): ONNX Runtime runs them on a
+CPU and the TensorRT parser accepts them.
 
 It computes what the reference PrefixLM computes, with its weights and its
 norm and projection modules, in the same floating-point operations (a fused
@@ -14,7 +17,7 @@ step is a few hundred small operations around the weight MatMuls, and each
 costs a kernel launch (docs/benchmarks.md, the lean LLM graph):
 - whatever does not depend on the layer is computed once: the mask (already
   repeated over the query heads of a KV head), rotary cos/sin at full head
-  width, the block indices, the split point of past and new keys;
+  width;
 - rotary is x * cos + x[..., (x2, x1)] * (-sin, sin): a Gather of the head
   dim by a constant index and three elementwise ops, where the reference's
   halves take nine; the same products and sums (x1 * cos + x2 * -sin equals
@@ -53,28 +56,37 @@ FUSED = {"attn.wqkv": ("attn.wq", "attn.wk", "attn.wv"), "mlp.w_gate_up": ("mlp.
 
 
 class PagedAttention(nn.Module):
-    """The reference Attention over the paged past K/V, with wq, wk and wv fused into wqkv."""
+    """The reference Attention over the KV pool's planes, with wq, wk and wv fused into wqkv."""
 
     def __init__(self, attn: Attention):
         super().__init__()
         self.wqkv, self.wo = fused(attn.wq, attn.wk, attn.wv), attn.wo
         self.heads, self.kv_heads, self.head_dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
 
-    def forward(self, h, rope, mask, past_k, past_v, dims):
-        """h [B, T, D] normed; rope (cos, sin, rotate_index) of PagedPrefixLM; mask [B, 1, gT, S + T] bool;
-        past_k/past_v [B, KVH, S, hd]; dims (B, T, S). Returns (out [B, T, D], k [B, T, KVH, hd] rotated,
-        v [B, T, KVH, hd])."""
-        B, T, S = dims
+    def forward(self, h, rope, mask, k_plane, v_plane, dims):
+        """h [B, T, D] normed; rope (cos, sin, rotate_index) of PagedPrefixLM; mask [1, 1, B, T, N + T] bool
+        (the N pool slots, then the T new keys); k_plane/v_plane [KVH, num_blocks, block_size, hd] (N slots);
+        dims (B, T, N). Returns (out [B, T, D], k [B, T, KVH, hd] rotated, v [B, T, KVH, hd]).
+
+        Each query head of each sequence is one [T, hd] matrix against its KV head's plane
+        ([KVH, g * B, T, hd] against [KVH, 1, N, hd], g = H / KVH): a decode step (T = 1) is then
+        a matrix-vector product per head, which ONNX Runtime's CPU kernels stream from memory
+        about 1.7x faster than a product of the g * B rows at once (docs/benchmarks.md), and the
+        g * B products of a KV head reread the plane from cache."""
+        B, T, N = dims
         H, KVH, hd = self.heads, self.kv_heads, self.head_dim
+        g = H // KVH
         qk, v = self.wqkv(h).view(B, T, H + 2 * KVH, hd).split([H + KVH, KVH], dim=2)
         q, k = _rotate(qk, *rope).split([H, KVH], dim=2)  # rotary is per head: q's and k's heads at once
-        qg = q.transpose(1, 2).reshape(B, KVH, -1, hd).float()  # (B, KVH, gT, hd): a KV head's query heads
-        scores = torch.cat([qg @ past_k.float().transpose(-1, -2),
-                            qg @ k.transpose(1, 2).float().transpose(-1, -2)], dim=-1) / math.sqrt(hd)
+        q = q.view(B, T, KVH, g, hd).permute(2, 3, 0, 1, 4).float()  # (KVH, g, B, T, hd)
+        past = q.reshape(KVH, g * B, T, hd) @ k_plane.reshape(KVH, 1, N, hd).float().transpose(-1, -2)
+        new = q @ k.permute(2, 0, 3, 1)[:, None].float()  # (KVH, g, B, T, T)
+        scores = torch.cat([past.view(KVH, g, B, T, N), new], dim=-1) / math.sqrt(hd)
         scores = scores.masked_fill(~mask, float("-inf"))
-        weights = scores.softmax(-1).to(v.dtype)  # (B, KVH, gT, S + T)
-        out = weights[..., S:] @ v.transpose(1, 2) + weights[..., :S] @ past_v.to(v.dtype)  # (B, KVH, gT, hd)
-        out = out.reshape(B, H, T, hd).transpose(1, 2).reshape(B, T, H * hd)
+        weights = scores.softmax(-1).to(v.dtype)  # (KVH, g, B, T, N + T)
+        out = (weights[..., N:] @ v.permute(2, 0, 1, 3)[:, None]
+               + (weights[..., :N].reshape(KVH, g * B, T, N) @ v_plane.reshape(KVH, 1, N, hd)).view(KVH, g, B, T, hd))
+        out = out.permute(2, 3, 0, 1, 4).reshape(B, T, H * hd)  # head kvh * g + gi
         return self.wo(out), k, v
 
 
@@ -104,9 +116,9 @@ class PagedBlock(nn.Module):
         self.attn_norm, self.mlp_norm = block.attn_norm, block.mlp_norm
         self.attn, self.mlp = PagedAttention(block.attn), PagedMLP(block.mlp)
 
-    def forward(self, x, rope, mask, past_k, past_v, dims):
+    def forward(self, x, rope, mask, k_plane, v_plane, dims):
         """x [B, T, D] -> (x, k, v); see PagedAttention.forward."""
-        h, k, v = self.attn(self.attn_norm(x), rope, mask, past_k, past_v, dims)
+        h, k, v = self.attn(self.attn_norm(x), rope, mask, k_plane, v_plane, dims)
         x = x + h
         return x + self.mlp(self.mlp_norm(x)), k, v
 
@@ -118,17 +130,18 @@ def _rotate(x, cos, sin, rotate_index):
 
 
 class PagedPrefixLM(nn.Module):
-    """forward(input_ids, input_embeds, embed_mask, position_ids, kv_pool, block_table,
-    context_lens, prefix_lens) -> (logits, new_kv)
+    """forward(input_ids, input_embeds, embed_mask, position_ids, block_table, context_lens, prefix_lens,
+    *planes) -> (logits, new_kv)
 
     input_ids:    [B, T] int64   token ids of the T new positions
     input_embeds: [B, T, D] float  text embeddings, read where embed_mask is True
     embed_mask:   [B, T] bool
     position_ids: [B, T] int64   absolute positions (context_lens + 0..T-1)
-    kv_pool:      [layers, 2, kv_heads, num_blocks, block_size, head_dim] float (vp.runtime.kv_pool)
     block_table:  [B, max_blocks] int64   pool block of each logical block
     context_lens: [B] int64      tokens already in the pool (positions 0..context_len-1)
     prefix_lens:  [B] int64      bidirectional prefix length (prefix-LM mask)
+    planes:       2 * layers of [KVH, num_blocks, block_size, hd] float: each layer's K, then its V
+                  (vp.runtime.kv_pool; vp.engines.contract.kv_planes)
     ->
     logits:       [B, V] float32 of the last new position
     new_kv:       [layers, 2, kv_heads, B, T, head_dim] K (rotated) and V of the new positions
@@ -144,23 +157,17 @@ class PagedPrefixLM(nn.Module):
         self.register_buffer("rotate_index", torch.cat([torch.arange(half, 2 * half), torch.arange(half)]),
                              persistent=False)
 
-    def forward(self, input_ids, input_embeds, embed_mask, position_ids, kv_pool, block_table,
-                context_lens, prefix_lens):
+    def forward(self, input_ids, input_embeds, embed_mask, position_ids, block_table, context_lens, prefix_lens,
+                *planes):
         c = self.config
         KVH, hd = c.n_kv_heads, c.head_dim
         B, T = input_ids.shape
-        num_blocks, block_size = kv_pool.shape[3], kv_pool.shape[4]
-        S = block_table.shape[1] * block_size
-        past_pos = torch.arange(S, device=input_ids.device)  # (S,)
-        # Each layer gathers its past K and V with one Gather of whole blocks each, straight into the
-        # [B, KVH, S, hd] layout the attention multiplies with (vp.runtime.kv_pool: why this layout).
-        blocks = kv_pool.reshape(-1, block_size, hd)  # (L * 2 * KVH * num_blocks, bs, hd)
-        heads = torch.arange(KVH, device=input_ids.device)
-        head_blocks = heads[None, :, None] * num_blocks + block_table[:, None, :]  # (B, KVH, max_blocks)
-        k_pos = torch.cat([past_pos[None].expand(B, S), position_ids], dim=1)  # (B, S + T)
-        k_valid = torch.cat([past_pos[None] < context_lens[:, None], torch.ones_like(position_ids, dtype=torch.bool)], 1)
-        # query row gi * T + t of a KV head's group reads query t's mask
-        mask = prefix_lm_mask(position_ids, k_pos, prefix_lens, k_valid).repeat(1, 1, c.n_heads // KVH, 1)
+        num_blocks, block_size = planes[0].shape[1], planes[0].shape[2]
+        N = num_blocks * block_size
+        mask = torch.cat([self._past_slots(block_table, context_lens, num_blocks, block_size)[:, None, None, :]
+                          .expand(B, 1, T, N),
+                          prefix_lm_mask(position_ids, position_ids, prefix_lens, torch.ones_like(embed_mask))], dim=-1)
+        mask = mask.transpose(0, 1)[None]  # (1, 1, B, T, N + T): every KV head and query head of a sequence
         cos, sin = rotary(position_ids, hd, c.rope_theta)  # (B, 1, T, hd/2)
         cos, sin = torch.cat([cos, cos], -1), torch.cat([-sin, sin], -1)
         rope = (cos.transpose(1, 2), sin.transpose(1, 2), self.rotate_index)  # (B, T, 1, hd) each
@@ -172,12 +179,22 @@ class PagedPrefixLM(nn.Module):
         x = torch.where(embed_mask[..., None], input_embeds.to(x.dtype), x)
         new = []
         for layer, block in enumerate(self.blocks):
-            k_blocks = head_blocks + 2 * layer * KVH * num_blocks  # in the layer's K planes
-            v_blocks = k_blocks + KVH * num_blocks  # in its V planes
-            past_k, past_v = (blocks[i].reshape(B, KVH, S, hd).to(x.dtype) for i in (k_blocks, v_blocks))
-            x, k, v = block(x, rope, mask, past_k, past_v, (B, T, S))
+            x, k, v = block(x, rope, mask, planes[2 * layer], planes[2 * layer + 1], (B, T, N))
             new += [k, v]
         # all layers' new K and V in one Concat: (B, T, L * 2 * KVH, hd) -> the pool's (L, 2, KVH, B, T, hd)
         new_kv = torch.cat(new, dim=2).view(B, T, c.n_layers, 2, KVH, hd).permute(2, 3, 4, 0, 1, 5)
         logits = (self.norm(x[:, -1]) @ table).float()  # (B, V)
-        return logits, new_kv.to(kv_pool.dtype)
+        return logits, new_kv.to(planes[0].dtype)
+
+    @staticmethod
+    def _past_slots(block_table, context_lens, num_blocks: int, block_size: int):
+        """[B, num_blocks * block_size] bool: the pool slots that hold each sequence's past. Logical
+        block j of sequence b (pool block block_table[b, j]) holds its first
+        clamp(context_len - j * block_size, 0, block_size) slots; a pool block no valid entry names
+        (another sequence's, a free one, or a table's padding) holds none."""
+        starts = torch.arange(block_table.shape[1], device=block_table.device) * block_size
+        filled = (context_lens[:, None] - starts).clamp(0, block_size).float()  # (B, max_blocks)
+        held = block_table[:, :, None] == torch.arange(num_blocks, device=block_table.device)  # (B, max_blocks, NB)
+        per_block = filled[:, None, :] @ held.float()  # (B, 1, NB): a sequence names a pool block once
+        slots = torch.arange(block_size, device=block_table.device).float()
+        return (slots < per_block[:, 0, :, None]).reshape(block_table.shape[0], num_blocks * block_size)

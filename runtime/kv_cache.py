@@ -25,15 +25,23 @@ with the same K/V (those tokens would then attend bidirectionally).
 N samples of one prompt share blocks by `fork` after one prefill, or find them by
 hash; their unconditional CFG branches (another prefix) share among themselves.
 
-Eviction. A cached block whose ref_count drops to 0 goes to the back of the free
-list but stays findable by hash until `allocate` hands it out again (then its
-hash is dropped), so a repeated prompt reuses its prefix while the pool has room.
+Eviction. A cached block whose ref_count drops to 0 is free but stays findable
+by hash until `allocate` hands it out again (then its hash is dropped), so a
+repeated prompt reuses its prefix while the pool has room.
+
+Allocation order: the lowest free id. The blocks in use then stay at the
+front of the pool, run after run: the LLM graph reads every slot of the pool it
+is given, and the ONNX Runtime backend gives it only the blocks up to the
+highest one named (vp.runtime.backends.ort). The price: a freed prefix is
+overwritten as soon as its block is the lowest free one, so a prompt repeated
+after another one no longer finds it (a repeated prompt's prefill is a few
+dozen tokens; a pool that creeps up to its whole size would cost every step).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+import heapq
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
@@ -55,8 +63,8 @@ class KVBlock:
 
 
 class BlockPool:
-    """Block ids 0..num_blocks-1 with reference counts, a FIFO free list and a
-    hash -> block map for prefix caching.
+    """Block ids 0..num_blocks-1 with reference counts, a free list that hands out the lowest id,
+    and a hash -> block map for prefix caching.
 
     Invariants (checked where kept; a violation is a RuntimeError):
     - a block with ref_count 0 is in the free list, and a block in the free list
@@ -69,7 +77,8 @@ class BlockPool:
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         self.blocks = [KVBlock(i) for i in range(num_blocks)]
-        self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+        self.free: set[int] = set(range(num_blocks))
+        self._heap = list(range(num_blocks))  # free ids, lowest first; an id revived (share) since is skipped
         self.cached: dict[bytes, KVBlock] = {}
 
     @property
@@ -77,10 +86,10 @@ class BlockPool:
         return len(self.free)
 
     def allocate(self) -> KVBlock:
-        """The oldest free block, with ref_count 1 and no hash (it will be overwritten)."""
+        """The lowest free block, with ref_count 1 and no hash (it will be overwritten)."""
         if not self.free:
             raise NoFreeBlocksError(f"all {len(self.blocks)} KV blocks are in use")
-        block = self.blocks[self.free.popitem(last=False)[0]]
+        block = self.blocks[self._pop_free()]
         if block.ref_count != 0:
             raise RuntimeError(f"free block {block.block_id} has ref_count {block.ref_count}")
         if block.block_hash is not None:
@@ -94,16 +103,25 @@ class BlockPool:
         if block.ref_count == 0:
             if block.block_hash is None or block.block_id not in self.free:
                 raise RuntimeError(f"block {block.block_id} is unreferenced and not a cached free block")
-            del self.free[block.block_id]
+            self.free.remove(block.block_id)
         block.ref_count += 1
 
     def release(self, block: KVBlock) -> None:
-        """One reference less; at 0 the block goes to the back of the free list."""
+        """One reference less; at 0 the block is free."""
         if block.ref_count <= 0:
             raise RuntimeError(f"release of block {block.block_id} with ref_count {block.ref_count}")
         block.ref_count -= 1
         if block.ref_count == 0:
-            self.free[block.block_id] = None
+            self.free.add(block.block_id)
+            heapq.heappush(self._heap, block.block_id)
+
+    def _pop_free(self) -> int:
+        while self._heap:
+            block_id = heapq.heappop(self._heap)
+            if block_id in self.free:  # else revived since it was pushed
+                self.free.remove(block_id)
+                return block_id
+        raise RuntimeError("the free list and its heap disagree")
 
     def lookup(self, block_hash: bytes) -> KVBlock | None:
         return self.cached.get(block_hash)
@@ -280,9 +298,8 @@ class KVCacheManager:
         )
 
     def free(self, seq_id: Hashable) -> None:
-        """Drop a sequence; its tail blocks go to the free list first, so cached
-        prefix heads are evicted last."""
-        for block_id in reversed(self._table(seq_id).block_ids):
+        """Drop a sequence; its blocks are free (cached prefix blocks stay findable until reused)."""
+        for block_id in self._table(seq_id).block_ids:
             self.pool.release(self.pool.blocks[block_id])
         del self.tables[seq_id]
 

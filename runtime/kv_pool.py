@@ -8,16 +8,18 @@ block_size x head_dim values are contiguous, and consecutive blocks follow one
 another, so the token slot s = block * block_size + offset is row s of the plane
 viewed as [num_blocks * block_size, head_dim].
 
-Why this order (docs/engine-contract.md, measured in docs/benchmarks.md): the
-graph gathers one layer's past K (or V) for a whole batch with one Gather of
-whole blocks, straight into the [B, kv_heads, S, head_dim] layout its attention
-multiplies with, so a step copies each past K/V byte once (the gather) before
-the attention reads it. The earlier layout, one token slot of all layers
-contiguous, made the graph gather every layer at once and then slice and
-transpose per layer; on the small preset its decode call grew by 20.2 ms from
-context 64 to 1,700, this graph's by 8.6 ms (benchmarks/graph_step.py). Rows of
-one head_dim each (the earlier layout read per head) cost ORT's Gather ~1 us a
-row, which is why whole blocks are the unit.
+The graph takes the pool as one input per layer and K/V (k_pool.<layer>,
+v_pool.<layer>: [kv_heads, num_blocks, block_size, head_dim], views of this one
+array, so no byte moves to feed them; vp.engines.contract.kv_planes) and
+attends over every slot of the layer's plane, masking the slots that are not
+the sequence's past: a step reads each past K/V byte once, in place
+(docs/engine-contract.md; measured in docs/benchmarks.md). The earlier graph
+gathered a layer's past blocks into a [B, kv_heads, S, head_dim] copy first:
+a write and a second read of every byte. Prefill calls (many new tokens, each
+a row against every slot) are given their own past instead: planes of the
+blocks that hold it, copied out of the pool (`gather_copies`; the same copy
+the earlier graph made, in the rare prefill that has a past), or, with no past
+(a first prefill), planes of one empty block (`empty_planes`).
 
 `new_kv`, the graph's output, has the same layout with (batch, tokens) in place
 of (num_blocks, block_size): committing a call is, in every plane, one copy per
@@ -30,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from vp.engines.contract import Contract, is_kv_plane, kv_planes
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,20 @@ class KVPoolLayout:
     head_dim: int
 
     @classmethod
-    def from_shape(cls, shape: tuple) -> KVPoolLayout:
-        """From the contract's kv_pool shape (its num_blocks axis a name or a size)."""
-        layers, two, kv_heads, _, block_size, head_dim = shape
-        if two != 2:
-            raise ValueError(f"kv_pool {shape}: expected [layers, 2, kv_heads, num_blocks, block_size, head_dim]")
+    def from_contract(cls, contract: Contract) -> KVPoolLayout:
+        """From the LLM contract's plane inputs (k_pool.0 ...: [kv_heads, num_blocks, block_size, head_dim])."""
+        names = [s.name for s in contract.inputs if is_kv_plane(s.name)]
+        layers = len(names) // 2
+        if not layers or tuple(names) != kv_planes(layers):
+            raise ValueError(f"the {contract.component} contract's KV pool inputs {names} are not one K and one V "
+                             "plane per layer (a bundle of another vp version?); re-export the bundle")
+        kv_heads, _, block_size, head_dim = contract.input(names[0]).shape
         return cls(layers, kv_heads, block_size, head_dim)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The graph's plane inputs, in the pool's order."""
+        return kv_planes(self.layers)
 
     @property
     def planes(self) -> int:
@@ -74,6 +86,35 @@ class KVPoolLayout:
 
     def shape(self, num_blocks: int) -> tuple[int, ...]:
         return (self.layers, 2, self.kv_heads, num_blocks, self.block_size, self.head_dim)
+
+    def plane_shape(self, num_blocks: int) -> tuple[int, ...]:
+        return (self.kv_heads, num_blocks, self.block_size, self.head_dim)
+
+    def plane_views(self, pool: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's plane inputs as views of `pool` (each contiguous: nothing is copied)."""
+        return {name: pool[i // 2, i % 2] for i, name in enumerate(self.names)}
+
+    def plane_addresses(self, base: int, num_blocks: int, itemsize: int) -> dict[str, int]:
+        """The graph's plane inputs as addresses in a device pool of num_blocks at `base`."""
+        plane = self.kv_heads * num_blocks * self.block_size * self.head_dim * itemsize
+        return {name: base + i * plane for i, name in enumerate(self.names)}
+
+    def gather_copies(self, blocks: np.ndarray, num_blocks: int, itemsize: int) -> list[Copy2D]:
+        """The 2D copies that gather pool blocks `blocks` (of a pool of num_blocks) into a pool of
+        len(blocks), block blocks[i] to block i: one per run of consecutive ids, each covering
+        every plane."""
+        blocks = np.asarray(blocks).reshape(-1)
+        block = self.block_size * self.head_dim * itemsize
+        breaks = np.flatnonzero(np.diff(blocks) != 1) + 1
+        return [Copy2D(dst_offset=int(run[0]) * block, dst_pitch=len(blocks) * block,
+                       src_offset=int(blocks[run[0]]) * block, src_pitch=num_blocks * block,
+                       width=len(run) * block, height=self.planes)
+                for run in np.split(np.arange(len(blocks)), breaks)]
+
+    def empty_planes(self, dtype) -> dict[str, np.ndarray]:
+        """Plane inputs of one zero block each, for a call with no past (every context_len 0)."""
+        empty = np.zeros(self.plane_shape(1), dtype)
+        return dict.fromkeys(self.names, empty)
 
     def commit(self, pool: np.ndarray, new_kv: np.ndarray, slots: np.ndarray) -> None:
         """pool [.., num_blocks, block_size, hd] <- new_kv [.., B, T, hd] at slots [B, T] int64."""

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vp.engines.contract import DECODE, KV_POOL, PREFILL
+from vp.engines.contract import DECODE, PREFILL
 from vp.runtime.backends import open_backend
 from vp.runtime.bundle import Bundle
 from vp.runtime.conditioning import fit_audio, frames_from_model, prepare_media, video_to_model
@@ -65,7 +65,7 @@ class Pipeline:
         if "llm" not in bundle.manifest.components:
             raise ValueError(f"bundle {bundle.path} has no llm graph; export it with vp-export (all components)")
         llm = bundle.manifest.components["llm"].contract
-        self.block_size = KVPoolLayout.from_shape(llm.input(KV_POOL).shape).block_size
+        self.block_size = KVPoolLayout.from_contract(llm).block_size
         self._kv = KVReservations(backend, self.block_size, self._lock)
         self._batches = (llm.profile(DECODE).dims["batch"][2], llm.profile(PREFILL).dims["batch"][2])
         self.d_model = bundle.manifest.preset["llm"]["d_model"]
@@ -223,7 +223,7 @@ class Pipeline:
     def kv_block_bytes(self) -> int:
         """Bytes of one KV block (block_size tokens of every layer's K and V)."""
         llm = self.bundle.manifest.components["llm"]
-        layout = KVPoolLayout.from_shape(llm.contract.input(KV_POOL).shape)
+        layout = KVPoolLayout.from_contract(llm.contract)
         return layout.block_elements * (2 if self.backend.float_type("llm") == "fp16" else 4)
 
     @property
@@ -296,7 +296,7 @@ class Pipeline:
         blocks = TokenGenerator.blocks_needed(layouts, num_samples, self.block_size)
         llm = self.bundle.manifest.components["llm"]
         block_bytes = self.kv_block_bytes
-        limit = min(p.dims["num_blocks"][2] for p in llm.contract.profiles)
+        limit = llm.contract.profile(DECODE).dims["num_blocks"][2]  # the pool a decode call reads
         memory = _physical_memory()
         need = f"{num_samples} sample(s) need {blocks} KV blocks ({blocks * block_bytes / 1e9:.2f} GB)"
         if blocks > limit:

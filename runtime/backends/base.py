@@ -12,11 +12,12 @@ round trip.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
 
-from vp.engines.contract import DECODE, KV_POOL, PREFILL, Contract
+from vp.engines.contract import DECODE, PREFILL, Contract, is_kv_plane
 from vp.runtime.kv_pool import KVPoolLayout
 
 _NUMPY = {"int64": np.int64, "bool": np.bool_, "float32": np.float32}
@@ -91,7 +92,7 @@ class PagedLLM(ABC):
 
     def __init__(self, contract: Contract, precision: str, num_blocks: int):
         batch_inputs = {f.name for f in fields(LLMBatch)} - {"slots"}
-        graph_inputs = {s.name for s in contract.inputs} - {KV_POOL}
+        graph_inputs = {s.name for s in contract.inputs if not is_kv_plane(s.name)}
         if batch_inputs != graph_inputs:
             raise ValueError(f"the llm contract's inputs {sorted(graph_inputs)} are not the runtime's "
                              f"{sorted(batch_inputs)} (a bundle of another vp version?); re-export the bundle")
@@ -100,14 +101,47 @@ class PagedLLM(ABC):
         self.prefill_profile = contract.profile_index(PREFILL)
         self.decode_profile = contract.profile_index(DECODE)
         self.decode_batch = contract.profiles[self.decode_profile].dims["batch"][2]
-        self.layout = KVPoolLayout.from_shape(contract.input(KV_POOL).shape)
+        self.layout = KVPoolLayout.from_contract(contract)
         self.num_blocks = num_blocks
         self.dtype = numpy_dtype("float", precision)
         self.embed_dtype = self.dtype
 
     @property
     def pool_bytes(self) -> int:
+        """Bytes the pool holds now."""
         return self.num_blocks * self.layout.block_elements * np.dtype(self.dtype).itemsize
+
+    def in_place(self, batch: LLMBatch) -> bool:
+        """Whether the call runs in the decode profile, whose graph reads the pool's planes in place;
+        a prefill-profile call is given its own past blocks (past_blocks) or, with no past, one empty
+        block (vp.runtime.kv_pool)."""
+        B, T = batch.input_ids.shape
+        return T == 1 and B <= self.decode_batch
+
+    def past_blocks(self, batch: LLMBatch) -> tuple[np.ndarray, np.ndarray]:
+        """(blocks [n] int64, block_table [B, max_blocks] int64): the pool blocks that hold the batch's
+        past, ascending, and the batch's block table renumbered into that list (padding: 0)."""
+        held = np.arange(batch.block_table.shape[1])[None] < -(-batch.context_lens[:, None] // self.layout.block_size)
+        blocks = np.unique(batch.block_table[held])
+        return blocks, np.where(held, np.searchsorted(blocks, batch.block_table), 0).astype(np.int64)
+
+    def device_planes(self, batch: LLMBatch, pool: int, empty: int, scratch: Callable[[int], int],
+                      copy: Callable[[int, int, list], None]) -> tuple[dict[str, tuple[int, tuple]], np.ndarray]:
+        """For a device backend: (plane input -> (address, shape), the block table to feed) of a call
+        on the pool of num_blocks at address `pool`. A decode call reads the pool; a prefill call
+        with a past reads its own blocks, gathered by copy(dst, src, copies) into scratch(nbytes)
+        (an address valid until the call has run); one without reads the zeroed block at `empty`."""
+        itemsize = np.dtype(self.dtype).itemsize
+        if self.in_place(batch):
+            base, held, table = pool, self.num_blocks, batch.block_table
+        elif batch.context_lens.any():
+            blocks, table = self.past_blocks(batch)
+            base, held = scratch(len(blocks) * self.layout.block_elements * itemsize), len(blocks)
+            copy(base, pool, self.layout.gather_copies(blocks, self.num_blocks, itemsize))
+        else:
+            return dict.fromkeys(self.layout.names, (empty, self.layout.plane_shape(1))), batch.block_table
+        shape = self.layout.plane_shape(held)
+        return {name: (address, shape) for name, address in self.layout.plane_addresses(base, held, itemsize).items()}, table
 
     @abstractmethod
     def forward(self, batch: LLMBatch) -> np.ndarray:

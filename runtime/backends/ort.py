@@ -6,21 +6,28 @@ ONNX Runtime fuses from an int8 weight's DequantizeLinear + MatMul (accuracy
 level 4: activations quantized per block on the fly; level 0 computes in fp32
 and took 74 ms where level 4 took 0.8 ms for a 4096 x 4096 weight, 2 threads).
 
-On the CPU the KV pool is a numpy array that ONNX Runtime reads in place
-(session inputs wrap numpy memory without a copy; measured: a decode step
-costs the same with a 2 MB and a 2 GB pool). New K/V are committed with one
+On the CPU the KV pool is a numpy array whose planes ONNX Runtime reads in
+place in a decode step (session inputs wrap numpy memory without a copy); a
+prefill call gets its own past blocks copied out, or one empty block
+(vp.runtime.kv_pool). A decode step reads every slot of every plane, so the
+array holds only the blocks up to the highest one a call has named, and grows
+(by at least a quarter, its blocks copied over) when a call names a higher
+one; the block allocator hands out the lowest free ids (vp.runtime.kv_cache),
+so a step reads about the blocks in use rather than the whole reservation of
+its run. New K/V are committed with one
 fancy-indexed assignment per call (vp.runtime.kv_pool). With the CUDA provider the pool lives on
 the GPU behind IO binding (OrtCudaPagedLLM).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from vp.engines.contract import KV_POOL, LOGITS, NEW_KV
+from vp.engines.contract import LOGITS, NEW_KV
 from vp.engines.manifest import Manifest
 from vp.engines.precision import graph_float
 from vp.runtime.backends.base import Backend, LLMBatch, PagedLLM, Session
@@ -34,10 +41,12 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def _inference_session(path: Path, contract, precision: str, threads: int | None, cuda_stream: int | None = None):
+def _inference_session(path: Path, contract, precision: str, threads: int | None, cuda_stream: int | None = None,
+                       arena: bool = True):
     """An InferenceSession of the graph at `path`, checked against its contract in the manifest.
     cuda_stream: the CUDA stream the CUDA provider computes on (ours, so that our copies are ordered
-    with its kernels)."""
+    with its kernels). arena: whether host memory for intermediate tensors comes from ONNX Runtime's
+    arena, which keeps the largest it has needed."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -51,6 +60,7 @@ def _inference_session(path: Path, contract, precision: str, threads: int | None
     options.add_session_config_entry("session.force_spinning_stop", "1")
     if threads:
         options.intra_op_num_threads = threads
+    options.enable_cpu_mem_arena = arena
     try:
         chosen = providers()
         if cuda_stream is not None and chosen[0] == "CUDAExecutionProvider":
@@ -95,20 +105,52 @@ class OrtSession(Session):
 
 
 class OrtPagedLLM(PagedLLM):
+    """pool: [layers, 2, kv_heads, held, block_size, head_dim], held <= num_blocks: the blocks up to the
+    highest one named so far (zeros where never written: the graph reads every slot)."""
+
+    GROWTH = 1.25  # at least this factor per growth: a run of n blocks copies its pool O(log n) times
+
     def __init__(self, path: Path, contract, precision: str, num_blocks: int, threads: int | None):
         super().__init__(contract, precision, num_blocks)
-        self._session = _inference_session(path, contract, precision, threads)
-        self.pool = np.zeros(self.layout.shape(num_blocks), self.dtype)
+        # No arena: the attention's intermediates scale with the pool and a prefill's past, so their
+        # sizes change from call to call, and the arena kept the largest (in `vp soak`, resident memory
+        # grew by 11% after the warm-up); decode steps took the same time without it.
+        self._session = _inference_session(path, contract, precision, threads, arena=False)
+        self.pool = np.zeros(self.layout.shape(0), self.dtype)
+        self._planes = self.layout.plane_views(self.pool)
+        self._empty = self.layout.empty_planes(self.dtype)
+
+    @property
+    def pool_bytes(self) -> int:
+        return self.pool.nbytes
+
+    def _hold(self, blocks: int) -> None:
+        """Grow the pool to hold block ids < blocks (at most num_blocks)."""
+        held = self.pool.shape[3]
+        if blocks <= held:
+            return
+        pool = np.zeros(self.layout.shape(min(self.num_blocks, max(blocks, math.ceil(held * self.GROWTH)))),
+                        self.dtype)
+        pool[:, :, :, :held] = self.pool
+        self.pool, self._planes = pool, self.layout.plane_views(pool)
 
     def forward(self, batch: LLMBatch) -> np.ndarray:
+        self._hold(max(int(batch.block_table.max()), int(batch.slots.max()) // self.layout.block_size) + 1)
         feeds = batch.feeds()
         feeds["input_embeds"] = feeds["input_embeds"].astype(self.dtype, copy=False)
-        feeds[KV_POOL] = self.pool
+        if self.in_place(batch):
+            feeds.update(self._planes)
+        elif batch.context_lens.any():  # a prefill with a past: its own blocks
+            blocks, feeds["block_table"] = self.past_blocks(batch)
+            feeds.update(self.layout.plane_views(self.pool[:, :, :, blocks]))
+        else:
+            feeds.update(self._empty)
         logits, new_kv = self._session.run([LOGITS, NEW_KV], feeds)
         self.layout.commit(self.pool, new_kv, batch.slots)
         return logits
 
     def copy_block(self, src: int, dst: int) -> None:
+        self._hold(max(src, dst) + 1)
         self.layout.copy_block(self.pool, src, dst)
 
 
@@ -131,18 +173,31 @@ class OrtCudaPagedLLM(PagedLLM):
         self._stream = check(self._cudart.cudaStreamCreate())
         self._session = _inference_session(path, contract, precision, threads, cuda_stream=int(self._stream))
         self.pool = ort.OrtValue.ortvalue_from_shape_and_type(self.layout.shape(num_blocks), self.dtype, "cuda", 0)
-        check(self._cudart.cudaMemset(self.pool.data_ptr(), 0, self.pool_bytes))
+        check(self._cudart.cudaMemset(self.pool.data_ptr(), 0, self.pool_bytes))  # the graph reads every slot
         self._itemsize = np.dtype(self.dtype).itemsize
+        self._empty = ort.OrtValue.ortvalue_from_numpy(np.zeros(self.layout.plane_shape(1), self.dtype), "cuda", 0)
 
     def forward(self, batch: LLMBatch) -> np.ndarray:
         from vp.runtime.backends.cuda import check, copy_2d
 
+        import onnxruntime as ort
+
         binding = self._session.io_binding()
-        feeds = batch.feeds()
+        scratch = []  # a prefill's gathered past, alive until the run is done
+
+        def allocate(nbytes: int) -> int:
+            scratch.append(ort.OrtValue.ortvalue_from_shape_and_type((nbytes,), np.uint8, "cuda", 0))
+            return scratch[-1].data_ptr()
+
+        planes, table = self.device_planes(
+            batch, self.pool.data_ptr(), self._empty.data_ptr(), allocate,
+            lambda dst, src, copies: copy_2d(self._cudart, dst, src, copies, self._stream))
+        feeds = batch.feeds() | {"block_table": table}
         feeds["input_embeds"] = feeds["input_embeds"].astype(self.dtype)
         for name, array in feeds.items():
             binding.bind_cpu_input(name, array)
-        binding.bind_ortvalue_input(KV_POOL, self.pool)
+        for name, (address, shape) in planes.items():
+            binding.bind_input(name, "cuda", 0, self.dtype, shape, address)
         binding.bind_output(LOGITS, "cpu")
         binding.bind_output(NEW_KV, "cuda")
         self._session.run_with_iobinding(binding)
@@ -160,7 +215,7 @@ class OrtCudaPagedLLM(PagedLLM):
                 self._stream)  # ordered before the next run on the same stream
 
     def close(self) -> None:
-        self._session = self.pool = None
+        self._session = self.pool = self._empty = None
         if self._stream is not None:
             self._cudart.cudaStreamDestroy(self._stream)
             self._stream = None

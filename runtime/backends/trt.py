@@ -4,8 +4,9 @@ Each session owns its execution contexts, CUDA stream and device buffers (freed
 by close()). Shapes are checked against the engine's optimization profile
 before enqueue, with an error naming the tensor, its shape and the profile's
 range. The LLM has one execution context per profile (prefill, decode), and its
-KV pool is one device allocation; new K/V are committed with one strided
-device-to-device copy per run of consecutive slots (vp.runtime.kv_pool).
+KV pool is one device allocation, bound plane by plane (each layer's K and V at
+its offset); new K/V are committed with one strided device-to-device copy per
+run of consecutive slots (vp.runtime.kv_pool).
 
 Per engine:
 - the contexts of its profiles share one activation memory (they never run at
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from vp.engines.builder import import_tensorrt
-from vp.engines.contract import KV_POOL, LOGITS, NEW_KV, SAMPLER_LOGITS
+from vp.engines.contract import LOGITS, NEW_KV, SAMPLER_LOGITS
 from vp.engines.manifest import Manifest
 from vp.engines.precision import graph_float
 from vp.runtime.backends.base import Backend, LLMBatch, PagedLLM, Session, numpy_dtype
@@ -301,11 +302,14 @@ class TrtPagedLLM(PagedLLM):
         super().__init__(contract, precision, num_blocks)
         # decode steps replay CUDA graphs; prefill calls change shape from one call to the next
         self._engine = _Engine(path, flavour, contract, precision, graphed=(self.decode_profile,),
-                               device_inputs=(KV_POOL,))
-        self._pool, self._sampler, self._kept = 0, None, None
+                               device_inputs=self.layout.names)
+        self._pool, self._empty, self._sampler, self._kept = 0, 0, None, None
+        empty_bytes = int(np.prod(self.layout.plane_shape(1))) * np.dtype(self.dtype).itemsize
         try:
             self._pool = check(self._engine.cudart.cudaMalloc(self.pool_bytes))
-            check(self._engine.cudart.cudaMemset(self._pool, 0, self.pool_bytes))
+            check(self._engine.cudart.cudaMemset(self._pool, 0, self.pool_bytes))  # the graph reads every slot
+            self._empty = check(self._engine.cudart.cudaMalloc(empty_bytes))
+            check(self._engine.cudart.cudaMemset(self._empty, 0, empty_bytes))
         except RuntimeError as error:
             self.close()
             raise ValueError(f"cannot allocate a KV pool of {self.pool_bytes / 1e6:.0f} MB on the GPU ({error})") from None
@@ -322,12 +326,14 @@ class TrtPagedLLM(PagedLLM):
 
     def _run(self, batch: LLMBatch) -> tuple[int, tuple[int, ...], np.dtype]:
         """Enqueue one call and the commit of its new K/V; the logits on the device."""
-        B, T = batch.input_ids.shape
-        profile = self.decode_profile if T == 1 and B <= self.decode_batch else self.prefill_profile
+        profile = self.decode_profile if self.in_place(batch) else self.prefill_profile
         feeds = batch.feeds()
         feeds["input_embeds"] = feeds["input_embeds"].astype(self.dtype)
-        pool = (self._pool, self.layout.shape(self.num_blocks))
-        out = self._engine.execute(profile, feeds, {KV_POOL: pool}, self._outputs)
+        # the decode profile's graphs always see the pool's addresses; a prefill's past is gathered
+        planes, feeds["block_table"] = self.device_planes(
+            batch, self._pool, self._empty, lambda nbytes: self._engine.buffer(self.prefill_profile, "__past__", nbytes),
+            lambda dst, src, copies: copy_2d(self._engine.cudart, dst, src, copies, self._engine.stream))
+        out = self._engine.execute(profile, feeds, planes, self._outputs)
         copy_2d(self._engine.cudart, self._pool, out[NEW_KV][0],
                 self.layout.slot_copies(batch.slots, self.num_blocks, self._itemsize), self._engine.stream)
         return out[LOGITS]
@@ -356,9 +362,10 @@ class TrtPagedLLM(PagedLLM):
         if self._sampler is not None:  # before the engine whose stream it uses
             self._sampler.close()
             self._sampler = None
-        if self._pool:
-            self._engine.cudart.cudaFree(self._pool)
-            self._pool = 0
+        for pointer in (self._pool, self._empty):
+            if pointer:
+                self._engine.cudart.cudaFree(pointer)
+        self._pool = self._empty = 0
         self._engine.close()
 
 

@@ -23,8 +23,9 @@ def test_manifest_describes_every_component(tiny_bundle):
     llm = body["components"]["llm"]
     assert llm["precision"] == "fp32" and len(llm["sha256"]) == 64
     assert [t["name"] for t in llm["contract"]["inputs"]] == [
-        "input_ids", "input_embeds", "embed_mask", "position_ids", "kv_pool", "block_table", "context_lens",
-        "prefix_lens", "head"]
+        "input_ids", "input_embeds", "embed_mask", "position_ids", "block_table", "context_lens", "prefix_lens",
+        *(f"{kv}_pool.{layer}" for layer in range(4) for kv in "kv"), "head"]
+    assert llm["contract"]["inputs"][7 + 1]["shape"] == [2, "num_blocks", 16, 32]  # v_pool.0: [kv_heads, ...]
     assert llm["contract"]["outputs"][0]["shape"] == ["batch", 1024]  # the widest head: the 1,024 visual codes
     assert [p["name"] for p in llm["contract"]["profiles"]] == ["prefill", "decode"]
     assert body["engines"] == {} and "--engines none" in body["engines_note"]

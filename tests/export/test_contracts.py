@@ -18,7 +18,8 @@ def test_every_tensor_is_documented(preset):
         section = name if not name.startswith("superres_") else "superres_N"
         assert any(section in heading for heading in HEADINGS), section
         for spec in (*contract.inputs, *contract.outputs):
-            documented = re.sub(r"_\d+$", "_i", spec.name)  # numbered tensors (state_0, ...) as one row
+            # numbered tensors (state_0, ..., k_pool.0, ...) as one row
+            documented = re.sub(r"\.\d+$", ".<l>", re.sub(r"_\d+$", "_i", spec.name))
             assert f"`{documented}`" in DOC, f"{name}.{spec.name}"
 
 

@@ -27,10 +27,11 @@ class ScatteredPool:
     shuffled order, committing new_kv [layers, 2, kv_heads, B, T, head_dim] token by token."""
 
     def __init__(self, session, num_blocks=96, seed=0):
-        spec = {i.name: i for i in session.get_inputs()}["kv_pool"]
-        layers, two, kv_heads, _, self.block_size, head_dim = spec.shape
+        spec = {i.name: i for i in session.get_inputs()}["k_pool.0"]
+        kv_heads, _, self.block_size, head_dim = spec.shape
+        layers = sum(i.name.startswith("k_pool.") for i in session.get_inputs())
         self.dtype = np.float16 if spec.type == "tensor(float16)" else np.float32
-        self.pool = np.zeros((layers, two, kv_heads, num_blocks, self.block_size, head_dim), self.dtype)
+        self.pool = np.zeros((layers, 2, kv_heads, num_blocks, self.block_size, head_dim), self.dtype)
         self.free = list(np.random.default_rng(seed).permutation(num_blocks))
         self.session = session
         self.tables: list[list[int]] = []
@@ -60,9 +61,10 @@ class ScatteredPool:
             input_embeds=np.zeros((B, T, d), self.dtype) if embeds is None else embeds.astype(self.dtype),
             embed_mask=np.zeros((B, T), bool) if mask is None else mask,
             position_ids=ctx[:, None] + np.arange(T)[None],
-            kv_pool=self.pool, block_table=table, context_lens=ctx,
+            block_table=table, context_lens=ctx,
             prefix_lens=np.array([self.prefix[s] for s in seqs], np.int64),
             head=np.array([head], np.int64),
+            **{f"{kv}_pool.{layer}": self.pool[layer, i] for layer in range(len(self.pool)) for i, kv in enumerate("kv")},
         )
         logits, new_kv = self.session.run(["logits", "new_kv"], feeds)
         for b, s in enumerate(seqs):

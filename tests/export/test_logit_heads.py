@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from vp.export.contracts import contracts
+from vp.engines.contract import is_kv_plane
 from vp.export.logit_heads import split_head
 from vp.export.onnx_export import export_component
 
@@ -24,13 +25,12 @@ def _session(path_or_model):
 
 
 def _prefill_feeds(session, preset, tokens=9):
-    spec = {i.name: i for i in session.get_inputs()}
-    layers, two, kv_heads, _, block, head_dim = spec["kv_pool"].shape
+    planes = {i.name: np.zeros([2 if d == "num_blocks" else d for d in i.shape], np.float32)
+              for i in session.get_inputs() if is_kv_plane(i.name)}
     ids = np.random.default_rng(0).integers(0, preset.llm.vocab_size, (1, tokens))
     return dict(input_ids=ids, input_embeds=np.zeros((1, tokens, preset.llm.d_model), np.float32),
                 embed_mask=np.zeros((1, tokens), bool), position_ids=np.arange(tokens)[None],
-                kv_pool=np.zeros((layers, two, kv_heads, 2, block, head_dim), np.float32),
-                block_table=np.array([[0]]), context_lens=np.array([0]), prefix_lens=np.array([4]))
+                block_table=np.array([[0]]), context_lens=np.array([0]), prefix_lens=np.array([4]), **planes)
 
 
 def test_each_head_is_its_columns_of_the_whole_projection(tiny_models, tiny_bundle, tmp_path):

@@ -268,3 +268,19 @@ KVCacheMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 test_kv_cache_invariants = KVCacheMachine.TestCase
+
+
+def test_blocks_in_use_stay_at_the_front():
+    """The lowest free id is handed out (the ort backend's graph reads the pool up to the highest
+    block named), cached or not."""
+    m = KVCacheManager(num_blocks=6, block_size=4)
+    prompt = ids(*range(9))  # blocks 0 and 1 full (cached), 2 partial
+    prefill(m, "a", prompt)
+    prefill(m, "x", ids(*range(100, 108)))
+    assert blocks(m, "a").tolist() == [0, 1, 2] and blocks(m, "x").tolist() == [3, 4]
+    m.free("a")
+    assert m.add_sequence("b", prompt) == 8  # found while its blocks are free
+    m.free("b")
+    prefill(m, "y", ids(*range(200, 212)))
+    assert blocks(m, "y").tolist() == [0, 1, 2]
+    assert m.add_sequence("c", prompt) == 0  # overwritten

@@ -4,6 +4,7 @@ layout's definition (slot s of sequence b, token t: pool[l, kv, h, s // bs, s % 
 import numpy as np
 import pytest
 
+from vp.engines.contract import Contract, TensorSpec, kv_planes
 from vp.runtime.kv_pool import Copy2D, KVPoolLayout
 
 LAYOUT = KVPoolLayout(layers=3, kv_heads=2, block_size=4, head_dim=5)
@@ -65,8 +66,40 @@ def test_block_copy_copies_every_plane():
     np.testing.assert_array_equal(on_device, want)
 
 
+@pytest.mark.parametrize("blocks", [[4], [1, 2, 3], [0, 2, 3, 6]])
+def test_gather_copies_gather_a_prefills_past(blocks):
+    """A prefill's past blocks, copied out of the pool on a device: what numpy's fancy index gives."""
+    pool = np.random.default_rng(2).normal(size=LAYOUT.shape(NUM_BLOCKS)).astype(np.float32)
+    gathered = np.zeros(LAYOUT.shape(len(blocks)), np.float32)
+    copies = LAYOUT.gather_copies(np.array(blocks), NUM_BLOCKS, 4)
+    run_copies(gathered, pool, copies)
+    np.testing.assert_array_equal(gathered, pool[:, :, :, blocks])
+    assert len(copies) == 1 + int(np.count_nonzero(np.diff(blocks) != 1))  # one per run of consecutive blocks
+
+
+def _contract(names):
+    plane = (2, "num_blocks", 4, 5)
+    return Contract("llm", tuple(TensorSpec(name, "float", plane, "") for name in names), (), ())
+
+
 def test_sizes_and_shapes():
     assert LAYOUT.block_elements == 3 * 2 * 2 * 4 * 5
-    assert KVPoolLayout.from_shape((3, 2, 2, "num_blocks", 4, 5)) == LAYOUT
-    with pytest.raises(ValueError, match=r"expected \[layers, 2, kv_heads, num_blocks, block_size, head_dim\]"):
-        KVPoolLayout.from_shape(("num_blocks", 16, 3, 2, 2, 5))
+    assert KVPoolLayout.from_contract(_contract(kv_planes(3))) == LAYOUT
+    assert LAYOUT.names == ("k_pool.0", "v_pool.0", "k_pool.1", "v_pool.1", "k_pool.2", "v_pool.2")
+    with pytest.raises(ValueError, match=r"not one K and one V plane per layer .* re-export the bundle"):
+        KVPoolLayout.from_contract(_contract(["k_pool.0", "v_pool.0", "k_pool.1"]))
+
+
+def test_planes_are_the_pool_in_place():
+    """The graph's plane inputs are views (numpy) or addresses (device) of the one pool, in its order."""
+    pool = np.zeros(LAYOUT.shape(NUM_BLOCKS), np.float32)
+    views = LAYOUT.plane_views(pool)
+    addresses = LAYOUT.plane_addresses(pool.ctypes.data, NUM_BLOCKS, pool.itemsize)
+    for layer in range(3):
+        for kv, name in enumerate((f"k_pool.{layer}", f"v_pool.{layer}")):
+            view = views[name]
+            assert view.shape == LAYOUT.plane_shape(NUM_BLOCKS) and view.flags.c_contiguous
+            assert np.shares_memory(view, pool) and view.ctypes.data == addresses[name]
+            pool[layer, kv, 1, 3, 2] = 10 * layer + kv + 1
+            assert view[1, 3, 2, 0] == 10 * layer + kv + 1
+    assert all(p.shape == LAYOUT.plane_shape(1) and not p.any() for p in LAYOUT.empty_planes(np.float32).values())

@@ -9,9 +9,11 @@ from vp.runtime.cli import main
 
 
 def test_a_round_of_every_task_leaves_nothing_behind(tiny_bundle, tmp_path):
-    report = soak.run_soak(soak.SoakConfig(bundle=str(tiny_bundle), generations=12, warmup=12, backend="ort"),
+    """One round after the two warm-up rounds the soak documents (docs/reliability.md): after one, the
+    LLM's pool, which grows to the blocks in use, and the sessions' memory may not have settled."""
+    report = soak.run_soak(soak.SoakConfig(bundle=str(tiny_bundle), generations=12, warmup=24, backend="ort"),
                            tmp_path)
-    assert report["tasks"] == dict.fromkeys(soak.SOAK_TASKS, 2)
+    assert report["tasks"] == dict.fromkeys(soak.SOAK_TASKS, 3)
     assert report["leftover_files"] == [] and report["new_temp_entries"] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == list(soak._Round.OUTPUTS)  # every kind was written
     assert report["fds"]["end"] == report["fds"]["after_warmup"]
