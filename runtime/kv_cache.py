@@ -297,6 +297,10 @@ class KVCacheManager:
             parent.prefix, parent.block_hashes, list(parent.block_ids), parent.num_tokens, parent.num_computed
         )
 
+    def highest_block(self) -> int:
+        """The highest block id that holds a sequence's tokens or a cached prefix, -1 if none does."""
+        return max((b.block_id for b in self.pool.blocks if b.ref_count or b.block_hash is not None), default=-1)
+
     def free(self, seq_id: Hashable) -> None:
         """Drop a sequence; its blocks are free (cached prefix blocks stay findable until reused)."""
         for block_id in self._table(seq_id).block_ids:

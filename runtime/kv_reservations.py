@@ -4,7 +4,10 @@ A run (one generation or one stream) reserves the KV blocks it needs for its
 whole length before its first step and releases them when it ends, so a run
 never meets a full pool half-way. Invariants, kept under the pipeline's lock:
 reserved <= the pool's num_blocks, and the pool is rebuilt (to the size a run
-needs) only while nothing is reserved, so it grows to the largest request.
+needs) only while nothing is reserved, so it grows to the largest request. A
+run that starts with nothing else in flight lets the LLM drop the blocks above
+the highest one still holding anything (PagedLLM.fit): decode calls read the
+whole pool they are given.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class KVReservations:
                                      f"thread holds {self.reserved} of the pool's {self.llm.num_blocks}: "
                                      f"finish or close the stream first")
                 self._space.wait()
+            if not self.reserved:  # no run in flight: what the last runs left is the cached prefixes at most
+                self.llm.fit(self.manager.highest_block() + 1)
             self.reserved += blocks
             self._holders[me] = self._holders.get(me, 0) + 1
             return self.llm, self.manager

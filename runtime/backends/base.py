@@ -150,6 +150,10 @@ class PagedLLM(ABC):
     @abstractmethod
     def copy_block(self, src: int, dst: int) -> None: ...
 
+    def fit(self, blocks: int) -> None:
+        """No block id >= blocks holds anything any more (between runs): a backend that gives its
+        decode calls only the pool up to the highest block in use shrinks it to `blocks`."""
+
     # Backends whose logits live on a GPU may keep a decode call's logits there and draw from them with
     # the bundle's sampler graph (vp.export.sampler_graph): only the ids come back to the host.
     device_sampler = False

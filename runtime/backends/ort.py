@@ -10,11 +10,11 @@ On the CPU the KV pool is a numpy array whose planes ONNX Runtime reads in
 place in a decode step (session inputs wrap numpy memory without a copy); a
 prefill call gets its own past blocks copied out, or one empty block
 (vp.runtime.kv_pool). A decode step reads every slot of every plane, so the
-array holds only the blocks up to the highest one a call has named, and grows
-(by at least a quarter, its blocks copied over) when a call names a higher
-one; the block allocator hands out the lowest free ids (vp.runtime.kv_cache),
-so a step reads about the blocks in use rather than the whole reservation of
-its run. New K/V are committed with one
+array holds only the blocks up to the highest one a call has named: it grows
+in place (by at least a quarter) when a call names a higher one and shrinks
+between runs to the blocks still in use (`fit`), and the block allocator hands
+out the lowest free ids (vp.runtime.kv_cache), so a step reads about the blocks
+in use rather than the whole reservation of its run. New K/V are committed with one
 fancy-indexed assignment per call (vp.runtime.kv_pool). With the CUDA provider the pool lives on
 the GPU behind IO binding (OrtCudaPagedLLM).
 """
@@ -106,9 +106,11 @@ class OrtSession(Session):
 
 class OrtPagedLLM(PagedLLM):
     """pool: [layers, 2, kv_heads, held, block_size, head_dim], held <= num_blocks: the blocks up to the
-    highest one named so far (zeros where never written: the graph reads every slot)."""
+    highest one named so far (zeros where never written: the graph reads every slot). It is a view of
+    one buffer that grows in place (a realloc, then each plane moved up), so a growth never holds two
+    pools at once."""
 
-    GROWTH = 1.25  # at least this factor per growth: a run of n blocks copies its pool O(log n) times
+    GROWTH = 1.25  # at least this factor per growth: a run of n blocks moves its pool O(log n) times
 
     def __init__(self, path: Path, contract, precision: str, num_blocks: int, threads: int | None):
         super().__init__(contract, precision, num_blocks)
@@ -116,8 +118,8 @@ class OrtPagedLLM(PagedLLM):
         # sizes change from call to call, and the arena kept the largest (in `vp soak`, resident memory
         # grew by 11% after the warm-up); decode steps took the same time without it.
         self._session = _inference_session(path, contract, precision, threads, arena=False)
-        self.pool = np.zeros(self.layout.shape(0), self.dtype)
-        self._planes = self.layout.plane_views(self.pool)
+        self._buffer = np.zeros(0, self.dtype)
+        self._resize(0)
         self._empty = self.layout.empty_planes(self.dtype)
 
     @property
@@ -127,12 +129,30 @@ class OrtPagedLLM(PagedLLM):
     def _hold(self, blocks: int) -> None:
         """Grow the pool to hold block ids < blocks (at most num_blocks)."""
         held = self.pool.shape[3]
-        if blocks <= held:
-            return
-        pool = np.zeros(self.layout.shape(min(self.num_blocks, max(blocks, math.ceil(held * self.GROWTH)))),
-                        self.dtype)
-        pool[:, :, :, :held] = self.pool
-        self.pool, self._planes = pool, self.layout.plane_views(pool)
+        if blocks > held:
+            self._resize(min(self.num_blocks, max(blocks, math.ceil(held * self.GROWTH))))
+
+    def fit(self, blocks: int) -> None:
+        if blocks < self.pool.shape[3]:
+            self._resize(max(blocks, 0))
+
+    def _resize(self, held: int) -> None:
+        """The pool with `held` blocks: blocks below both sizes kept, new ones zero."""
+        planes, slab = self.layout.planes, self.layout.block_size * self.layout.head_dim
+        old, new = (0 if self._buffer.size == 0 else self.pool.shape[3]) * slab, held * slab
+        self.pool = self._planes = None  # no view of the buffer while it is reallocated
+        buffer = self._buffer
+        if new > old:
+            buffer.resize(planes * new, refcheck=False)
+            for p in reversed(range(planes)):  # from the last: a plane moves up over planes already moved
+                buffer[p * new:p * new + old] = buffer[p * old:(p + 1) * old]
+                buffer[p * new + old:(p + 1) * new] = 0
+        else:
+            for p in range(planes):  # from the first: a plane moves down over planes already moved
+                buffer[p * new:(p + 1) * new] = buffer[p * old:p * old + new]
+            buffer.resize(planes * new, refcheck=False)
+        self.pool = buffer.reshape(self.layout.shape(held))
+        self._planes = self.layout.plane_views(self.pool)
 
     def forward(self, batch: LLMBatch) -> np.ndarray:
         self._hold(max(int(batch.block_table.max()), int(batch.slots.max()) // self.layout.block_size) + 1)

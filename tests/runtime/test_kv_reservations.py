@@ -3,6 +3,7 @@ for other threads' runs, and is refused when its own thread holds the pool."""
 
 import threading
 
+import numpy as np
 import pytest
 
 from vp.runtime.kv_reservations import KVReservations
@@ -10,7 +11,10 @@ from vp.runtime.kv_reservations import KVReservations
 
 class _Pool:
     def __init__(self, num_blocks):
-        self.num_blocks, self.pool_bytes, self.closed = num_blocks, num_blocks * 1024, False
+        self.num_blocks, self.pool_bytes, self.closed, self.fitted = num_blocks, num_blocks * 1024, False, []
+
+    def fit(self, blocks):
+        self.fitted.append(blocks)
 
     def close(self):
         self.closed = True
@@ -35,6 +39,24 @@ def test_the_pool_grows_only_while_nothing_is_reserved():
     bigger, manager = kv.reserve(10)  # idle and too small: rebuilt to the need, the old one closed
     assert bigger.num_blocks == 10 and llm.closed and manager.block_size == 16
     assert kv.pool_bytes == 10 * 1024
+    assert llm.fitted == [0, 0]  # each idle start: nothing in the pool holds anything
+
+
+def test_an_idle_start_keeps_the_blocks_that_still_hold_something():
+    """A run that starts alone lets the LLM drop the blocks above the highest one in use or cached;
+    one that starts beside another run does not."""
+    kv = KVReservations(_Backend(), 4, threading.RLock())
+    llm, manager = kv.reserve(6)
+    prompt = np.arange(9, dtype=np.int64)  # blocks 0 and 1 full (cached), 2 partial
+    manager.add_sequence("a", prompt)
+    manager.allocate_slots("a", 9)
+    manager.commit("a", prompt)
+    assert kv.reserve(0)[0] is llm and llm.fitted == [0]  # beside the first run: no fit
+    kv.release(0, threading.get_ident())
+    kv.release(6, threading.get_ident())
+    manager.free("a")
+    kv.reserve(6)
+    assert llm.fitted == [0, 2]  # the cached prefix's blocks 0 and 1 are kept
 
 
 def test_a_run_waits_for_another_threads_run_and_is_refused_by_its_own():

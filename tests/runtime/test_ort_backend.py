@@ -37,6 +37,12 @@ def test_the_pool_grows_to_the_blocks_named_and_their_place_does_not_matter(tiny
         assert front.pool_bytes == front.pool.nbytes < scattered.pool_bytes
         # what was committed before each growth is still there: the first token's K in the first block
         np.testing.assert_array_equal(scattered.pool[:, :, :, 37, 0], front.pool[:, :, :, 0, 0])
+        kept = front.pool[:, :, :, :2].copy()
+        front.fit(2)  # between runs: only blocks 0 and 1 still hold something
+        assert front.pool.shape[3] == 2
+        np.testing.assert_array_equal(front.pool, kept)
+        front.forward(_batch(d, [0, 1, 2], 32, 1, 0))  # block 2 again, the new block zeroed before it is written
+        assert front.pool.shape[3] == 3 and not front.pool[:, :, :, 2, 1:].any()
     finally:
         front.close()
         scattered.close()
