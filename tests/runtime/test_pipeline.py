@@ -102,6 +102,20 @@ def test_same_seed_same_tokens(pipeline):
     np.testing.assert_array_equal(a.tokens, b.tokens)
 
 
+def test_the_pool_follows_each_run(pipeline, tiny_models):
+    """A decode step reads the whole pool it is given, so on the CPU the pool holds the blocks in use:
+    a short run after a long one starts from a shrunk pool (PagedLLM.fit) and grows it again, and
+    both runs draw the reference's tokens."""
+    prompt = " ".join(["a small green square drifting slowly to the right over a dark floor"] * 2)
+    long_run = pipeline.generate(task="t2v", prompt=prompt, seed=5)
+    held = pipeline._kv.llm.pool.shape[3]
+    short_run = pipeline.generate(task="t2i", prompt=prompt, seed=5)
+    assert pipeline._kv.llm.pool.shape[3] < held
+    for task, result in (("t2v", long_run), ("t2i", short_run)):
+        np.testing.assert_array_equal(result.tokens,
+                                      reference_generate(tiny_models, task=task, prompt=prompt, seed=5).tokens)
+
+
 def test_samples_share_their_prefix_and_follow_their_seeds(pipeline, tiny_models):
     """4 samples with CFG: sample i draws as the reference with seed + i; prefix blocks are shared."""
     prompt = " ".join(["a red fox running through deep snow under a pale winter sky"] * 3)
