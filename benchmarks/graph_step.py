@@ -1,7 +1,7 @@
 """The paged LLM graph's decode call alone (no runtime around it), for one or more llm.onnx files.
 
     python benchmarks/graph_step.py A/onnx/llm.onnx [B/onnx/llm.onnx ...] [--contexts 64,512,1024,1700]
-                                    [--rounds 3] [--steps 30] [--head 0]
+                                    [--rounds 3] [--steps 30] [--head 0] [--block-sizes 32,128]
 
 For comparing graphs across vp versions: the pool is shaped from each graph's own
 inputs, so graphs of the earlier pool layouts (one `kv_pool` input, [num_blocks,
@@ -64,22 +64,29 @@ def main() -> None:
                         help="token slots in the pool (default: the context and two blocks)")
     parser.add_argument("--accuracy-level", default="4",
                         help="session.qdq_matmulnbits_accuracy_level for int8 weight-only graphs (the ort backend's: 4)")
+    parser.add_argument("--block-sizes", default="128",
+                        help="session.qdq_matmulnbits_block_size for int8 weight-only graphs, comma-separated: "
+                             "each graph opened once per size, timed in the same rounds (the ort backend's: 128)")
     args = parser.parse_args()
     contexts = [int(c) for c in args.contexts.split(",")]
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", args.accuracy_level)
-    sessions = [ort.InferenceSession(g, options, providers=["CPUExecutionProvider"]) for g in args.graphs]
+    sessions = []
+    for graph in args.graphs:
+        for block in args.block_sizes.split(","):
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", args.accuracy_level)
+            options.add_session_config_entry("session.qdq_matmulnbits_block_size", block)
+            sessions.append(ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"]))
     best = {(g, c): float("inf") for g in range(len(sessions)) for c in contexts}
     for _ in range(args.rounds):
         for c in contexts:
             for g, session in enumerate(sessions):
                 best[g, c] = min(best[g, c], step_ms(session, feeds_for(session, c, args.head, args.pool), args.steps))
     print(f"decode call of the graph, batch 1, median ms, best of {args.rounds} rounds of {args.steps} steps")
-    print("context " + "".join(f"{i:>10}" for i in range(len(sessions))) + "   (graph index, in the order given)")
+    print("context " + "".join(f"{i:>10}" for i in range(len(sessions)))
+          + "   (graph index, in the order given, each graph once per block size)")
     for c in contexts:
         print(f"{c:7d} " + "".join(f"{best[g, c]:10.2f}" for g in range(len(sessions))))
-
 
 if __name__ == "__main__":
     main()

@@ -39,6 +39,11 @@ TRAINED_EVAL_CASES = 48
 # to int8 per row at the accuracy level it is fast at; smoothing took the demo's int8-wo from 10 lost
 # t2v direction cases of 192 to 4 (fp32: 0) and passed its gate (docs/export.md)
 SMOOTHQUANT = {"int8": smoothquant.DEFAULT_ALPHA, "int8-wo": smoothquant.DEFAULT_ALPHA}
+# The K blocks of ONNX Runtime's int8 MatMulNBits kernels an int8-wo bundle may name
+# (ComponentRecord.cpu_kernel_block), in the order the gate tries them: 128 first (the small
+# preset's decode step 15-25% faster than at 32, docs/benchmarks.md), then ONNX Runtime's default 32
+# (finer activation scales). The export keeps the first block that passes the gate.
+KERNEL_BLOCKS = (128, 32)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,8 +137,10 @@ def quantize(path: Path, calibrated: Calibrated, tensorrt: bool, heads: tuple[tu
 
 
 def gate(calibrated: Calibrated, models: Models, bundle: Path,
-         progress: Callable[[str], None] | None = None) -> dict:
-    """Run the gate on the bundle at `bundle` (its manifest written): the verdict record."""
+         progress: Callable[[str], None] | None = None, fp32_rows: dict[str, float] | None = None) -> dict:
+    """Run the gate on the bundle at `bundle` (its manifest written, with the LLM's cpu_kernel_block):
+    the verdict record. fp32_rows: the fp32 reference's evaluator rows of an earlier gate of the
+    same model (they do not depend on the bundle), computed here when None."""
     from vp.engines.manifest import Manifest
     from vp.runtime.backends.ort import OrtPagedLLM
 
@@ -142,15 +149,15 @@ def gate(calibrated: Calibrated, models: Models, bundle: Path,
     record = manifest.components["llm"]
     longest = max(min(len(s.ids), s.prefix_len + config.thresholds.positions) for s in calibrated.data.held_out)
     llm = OrtPagedLLM(manifest.onnx_path(bundle, "llm", cpu=True), record.contract, "fp32",
-                      num_blocks=-(-longest // 16), threads=None)
+                      num_blocks=-(-longest // 16), threads=None, kernel_block=record.cpu_kernel_block)
     teacher = teacher_forced(models.llm.float().eval(), llm, calibrated.data.held_out, config.thresholds,
                              models.preset.vocab, (lambda i, n: progress(f"teacher-forced {i}/{n}")) if progress else None)
     cases = config.eval_cases if config.eval_cases is not None else (TRAINED_EVAL_CASES if models.preset.weights else 0)
-    evaluation = _evaluation(models, bundle, cases, progress) if cases else None
-    return verdict(teacher, evaluation, config.thresholds)
+    evaluation = _evaluation(models, bundle, cases, progress, fp32_rows) if cases else None
+    return verdict(teacher, evaluation, config.thresholds) | {"cpu_kernel_block": record.cpu_kernel_block}
 
 
-def _evaluation(models: Models, bundle: Path, cases: int, progress) -> dict:
+def _evaluation(models: Models, bundle: Path, cases: int, progress, fp32_rows: dict[str, float] | None) -> dict:
     from vp.runtime.pipeline import Pipeline
     from vp.training.evaluator import BundleGenerator, ReferenceGenerator, evaluate
 
@@ -160,8 +167,9 @@ def _evaluation(models: Models, bundle: Path, cases: int, progress) -> dict:
         quantized = evaluate(BundleGenerator(pipeline), cases=cases, tasks=("t2v",), progress=say("int8"))
     finally:
         pipeline.close()
-    fp32 = evaluate(ReferenceGenerator(models), cases=cases, tasks=("t2v",), progress=say("fp32"))
-    return {"cases": cases, "quantized": eval_rows(quantized), "fp32": eval_rows(fp32)}
+    if fp32_rows is None:
+        fp32_rows = eval_rows(evaluate(ReferenceGenerator(models), cases=cases, tasks=("t2v",), progress=say("fp32")))
+    return {"cases": cases, "quantized": eval_rows(quantized), "fp32": fp32_rows}
 
 
 def record(calibrated: Calibrated, gate_record: dict) -> CalibrationRecord:
@@ -171,7 +179,7 @@ def record(calibrated: Calibrated, gate_record: dict) -> CalibrationRecord:
         method = f"W8A8: {smoothing}per-tensor int8 activations by {c.statistic}, per-channel int8 weights"
     else:
         method = (f"weight-only int8: {smoothing}per-channel int8 weights, activations not calibrated (fp16 on "
-                  f"TensorRT for RTX, int8 per row in ONNX Runtime's CPU kernel)")
+                  f"TensorRT for RTX, int8 per block of K in ONNX Runtime's CPU kernel)")
     return CalibrationRecord(precision=c.precision, method=method, statistic=c.statistic if c.w8a8 else None,
                              smoothquant_alpha=c.alpha,
                              data=calibrated.data.describe(), weight_scales=WEIGHT_SCALES,

@@ -56,5 +56,7 @@ class CalibrationRecord:
             rows = ", ".join(f"{row.removeprefix('t2v ')} {e['quantized'][row]:.0f}% (fp32 {e['fp32'][row]:.0f}%)"
                              for row in e["quantized"])
             out.append(f"  evaluator, {e['cases']} t2v cases: {rows}")
+        out += [f"  K block {r['cpu_kernel_block']} missed the gate: {'; '.join(r['failures'])}"
+                for r in gate.get("rejected", ())]
         out += [f"  failed: {f}" for f in gate["failures"]]
         return out

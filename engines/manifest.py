@@ -41,7 +41,10 @@ UNSIGNED = ("sampling", "config_sha256")  # what the manifest's own digest leave
 @dataclass(frozen=True)
 class ComponentRecord:
     """One exported component: its ONNX file, fingerprint, precision (vp.engines.precision) and
-    contract; a quantized bundle adds cpu_onnx, the graph ONNX Runtime's CPU provider loads."""
+    contract; a quantized bundle adds cpu_onnx, the graph ONNX Runtime's CPU provider loads, and
+    for int8-wo cpu_kernel_block: the block along K of the integer kernel (MatMulNBits) ONNX
+    Runtime fuses from that graph's DequantizeLinear + MatMul, the block its accuracy gate was run
+    with (None: ONNX Runtime's default, 32; vp.runtime.backends.ort)."""
 
     onnx: str
     sha256: str
@@ -52,6 +55,7 @@ class ComponentRecord:
     parity: dict = field(default_factory=dict)
     cpu_onnx: str | None = None
     cpu_sha256: str = ""
+    cpu_kernel_block: int | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)

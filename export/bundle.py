@@ -212,7 +212,9 @@ def _export(config: ExportConfig, flavour: str | None, why: str,
                                                         precision=config.precision, contract=contract,
                                                         external_data=tuple(external),
                                                         cpu_onnx=cpu.name if cpu else None,
-                                                        cpu_sha256=sha256_of(cpu) if cpu else "")
+                                                        cpu_sha256=sha256_of(cpu) if cpu else "",
+                                                        cpu_kernel_block=_kernel_blocks(config.precision)[0]
+                                                        if whole else None)
             summary.rows.append(SummaryRow(name, size / 1e6, None, time.perf_counter() - start))
         if flavour:
             (tmp / "engines").mkdir()
@@ -233,7 +235,7 @@ def _export(config: ExportConfig, flavour: str | None, why: str,
         if calibrated:
             from vp.calibration.record import CalibrationRecord
 
-            manifest.calibration = _gate(calibrated, models, tmp, on_step, total)
+            manifest.calibration = _gate(calibrated, models, tmp, manifest, on_step, total)
             manifest.write(tmp)
             summary.calibration = CalibrationRecord.from_dict(manifest.calibration).lines()
         _replace(tmp, out)
@@ -242,20 +244,41 @@ def _export(config: ExportConfig, flavour: str | None, why: str,
     return summary
 
 
-def _gate(calibrated, models, tmp: Path, on_step, total: int) -> dict:
+def _kernel_blocks(precision: str) -> tuple[int | None, ...]:
+    """The K blocks of the CPU graph's int8 kernels the gate may try, in order (None: the graph has
+    none, W8A8's MatMulIntegerToFloat takes no block)."""
+    from vp.calibration.llm import KERNEL_BLOCKS
+
+    return KERNEL_BLOCKS if precision == "int8-wo" else (None,)
+
+
+def _gate(calibrated, models, tmp: Path, manifest: Manifest, on_step, total: int) -> dict:
     """The calibration record with the accuracy gate's verdict; ValueError (nothing written)
-    when the gate is enforced and missed."""
+    when the gate is enforced and missed. int8-wo: the gate runs with each K block of the CPU
+    kernels in turn (_kernel_blocks) until one passes; the manifest at `tmp` names that block and
+    the record lists the blocks that failed and why."""
     from vp.calibration.llm import gate, record
 
     if not calibrated.config.enforce:
         return record(calibrated, {"skipped": "--no-accuracy-gate"}).to_dict()
     if on_step:
         on_step("gate", "llm", total)
-    result = record(calibrated, gate(calibrated, models, tmp))
+    rejected, fp32_rows = [], None
+    for block in _kernel_blocks(calibrated.config.precision):
+        manifest.components["llm"] = dataclasses.replace(manifest.components["llm"], cpu_kernel_block=block)
+        manifest.write(tmp)
+        verdict = gate(calibrated, models, tmp, fp32_rows=fp32_rows)
+        if verdict["passed"]:
+            break
+        rejected.append({"cpu_kernel_block": block, "failures": verdict["failures"]})
+        fp32_rows = (verdict["evaluation"] or {}).get("fp32")
+    result = record(calibrated, verdict | {"rejected": rejected[:-1] if not verdict["passed"] else rejected})
     if not result.gate["passed"]:
         figures = "\n".join(line for line in result.lines()[3:] if not line.lstrip().startswith("failed:"))
+        earlier = "".join(f"; with the CPU kernels' K block {r['cpu_kernel_block']}: {'; '.join(r['failures'])}"
+                          for r in rejected[:-1])
         raise ValueError(f"the {calibrated.config.precision} LLM misses the accuracy gate: "
-                         f"{'; '.join(result.gate['failures'])}. Nothing was written; try another "
+                         f"{'; '.join(result.gate['failures'])}{earlier}. Nothing was written; try another "
                          f"--calibration-statistic or more --calibration-sequences, or pass --no-accuracy-gate "
                          f"to keep it anyway.\n{figures}")
     return result.to_dict()

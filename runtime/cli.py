@@ -172,6 +172,10 @@ def info(bundle, digest):
         click.echo(f"  {name:<20}{c.precision:>10}{c.bytes / 1e6:>10.1f}{engine:>24}")
     if not m.engines:
         click.echo(f"  engines: none ({m.engines_note})")
+    for name, c in m.components.items():
+        if c.cpu_kernel_block is not None:
+            click.echo(f"  {name} on a CPU: {c.cpu_onnx}, ONNX Runtime's int8 MatMulNBits over K blocks of "
+                       f"{c.cpu_kernel_block}")
     if m.calibration is not None:
         from vp.calibration.record import CalibrationRecord
 

@@ -2,9 +2,10 @@
 
 A quantized bundle's cpu_onnx graphs (vp.engines.precision) are what the CPU
 provider loads; every session asks for integer compute in the MatMulNBits that
-ONNX Runtime fuses from an int8 weight's DequantizeLinear + MatMul (accuracy
-level 4: activations quantized per block on the fly; level 0 computes in fp32
-and took 74 ms where level 4 took 0.8 ms for a 4096 x 4096 weight, 2 threads).
+ONNX Runtime fuses from an int8 weight's DequantizeLinear + MatMul
+(MATMULNBITS_OPTIONS: accuracy level 4, activations quantized per block of K
+on the fly, in the block the bundle names; level 0 computes in fp32 and took
+74 ms where level 4 took 0.8 ms for a 4096 x 4096 weight, 2 threads).
 
 On the CPU the KV pool is a numpy array whose planes ONNX Runtime reads in
 place in a decode step (session inputs wrap numpy memory without a copy); a
@@ -33,6 +34,16 @@ from vp.engines.precision import graph_float
 from vp.runtime.backends.base import Backend, LLMBatch, PagedLLM, Session
 
 
+# The MatMulNBits that ONNX Runtime fuses from an int8 weight's DequantizeLinear + MatMul computes
+# in integers (accuracy level 4) over blocks along K. vp's weights have one scale per output
+# channel, so the block sets only how finely the kernel quantizes the activations (one scale per
+# block) and how many block sums it adds: a bundle names the block its accuracy gate passed with
+# (ComponentRecord.cpu_kernel_block; vp.calibration.llm.KERNEL_BLOCKS), None meaning ONNX
+# Runtime's default of 32.
+MATMULNBITS_OPTIONS = {"session.qdq_matmulnbits_accuracy_level": "4"}
+KERNEL_BLOCK_OPTION = "session.qdq_matmulnbits_block_size"
+
+
 def providers() -> list[str]:
     """CUDA first when onnxruntime-gpu can use it, then the CPU."""
     import onnxruntime as ort
@@ -42,16 +53,20 @@ def providers() -> list[str]:
 
 
 def _inference_session(path: Path, contract, precision: str, threads: int | None, cuda_stream: int | None = None,
-                       arena: bool = True):
+                       arena: bool = True, kernel_block: int | None = None):
     """An InferenceSession of the graph at `path`, checked against its contract in the manifest.
     cuda_stream: the CUDA stream the CUDA provider computes on (ours, so that our copies are ordered
     with its kernels). arena: whether host memory for intermediate tensors comes from ONNX Runtime's
-    arena, which keeps the largest it has needed."""
+    arena, which keeps the largest it has needed. kernel_block: the K block of the int8 MatMulNBits
+    kernels (the manifest's cpu_kernel_block; None: ONNX Runtime's default)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "4")
+    for key, value in MATMULNBITS_OPTIONS.items():
+        options.add_session_config_entry(key, value)
+    if kernel_block is not None:
+        options.add_session_config_entry(KERNEL_BLOCK_OPTION, str(kernel_block))
     # Each session owns its intra-op threads, which spin for work after Run() returns: the next
     # session's run (the decoder after LLM steps, in a stream) then shares the cores with them. A
     # video decoder step took 85 ms right after LLM steps and 44 ms alone, 2 cores; with the
@@ -95,9 +110,9 @@ def _check_graph(path: Path, session, contract, precision: str) -> None:
 
 
 class OrtSession(Session):
-    def __init__(self, path: Path, contract, precision: str, threads: int | None):
+    def __init__(self, path: Path, contract, precision: str, threads: int | None, kernel_block: int | None = None):
         super().__init__(contract, precision)
-        self._session = _inference_session(path, contract, precision, threads)
+        self._session = _inference_session(path, contract, precision, threads, kernel_block=kernel_block)
         self._outputs = [s.name for s in contract.outputs]
 
     def _run(self, feeds):
@@ -112,12 +127,14 @@ class OrtPagedLLM(PagedLLM):
 
     GROWTH = 1.25  # at least this factor per growth: a run of n blocks moves its pool O(log n) times
 
-    def __init__(self, path: Path, contract, precision: str, num_blocks: int, threads: int | None):
+    def __init__(self, path: Path, contract, precision: str, num_blocks: int, threads: int | None,
+                 kernel_block: int | None = None):
         super().__init__(contract, precision, num_blocks)
         # No arena: the attention's intermediates scale with the pool and a prefill's past, so their
         # sizes change from call to call, and the arena kept the largest (in `vp soak`, resident memory
         # grew by 11% after the warm-up); decode steps took the same time without it.
-        self._session = _inference_session(path, contract, precision, threads, arena=False)
+        self._session = _inference_session(path, contract, precision, threads, arena=False,
+                                           kernel_block=kernel_block)
         self._buffer = np.zeros(0, self.dtype)
         self._resize(0)
         self._empty = self.layout.empty_planes(self.dtype)
@@ -183,7 +200,8 @@ class OrtCudaPagedLLM(PagedLLM):
     a device-wide synchronization (a copy on the legacy default stream is not ordered with the
     provider's own stream)."""
 
-    def __init__(self, path: Path, contract, precision: str, num_blocks: int, threads: int | None):
+    def __init__(self, path: Path, contract, precision: str, num_blocks: int, threads: int | None,
+                 kernel_block: int | None = None):
         import onnxruntime as ort
 
         from vp.runtime.backends.cuda import check, load_cudart
@@ -191,7 +209,8 @@ class OrtCudaPagedLLM(PagedLLM):
         super().__init__(contract, precision, num_blocks)
         self._cudart = load_cudart()
         self._stream = check(self._cudart.cudaStreamCreate())
-        self._session = _inference_session(path, contract, precision, threads, cuda_stream=int(self._stream))
+        self._session = _inference_session(path, contract, precision, threads, cuda_stream=int(self._stream),
+                                           kernel_block=kernel_block)
         self.pool = ort.OrtValue.ortvalue_from_shape_and_type(self.layout.shape(num_blocks), self.dtype, "cuda", 0)
         check(self._cudart.cudaMemset(self.pool.data_ptr(), 0, self.pool_bytes))  # the graph reads every slot
         self._itemsize = np.dtype(self.dtype).itemsize
@@ -263,7 +282,9 @@ class OrtBackend(Backend):
         return graph_float(record.precision, cpu=not self.on_gpu and record.cpu_onnx is not None)
 
     def session(self, component: str) -> Session:
-        return OrtSession(*self._path(component), self.threads)
+        return OrtSession(*self._path(component), self.threads,
+                          kernel_block=self.manifest.components[component].cpu_kernel_block)
 
     def paged_llm(self, num_blocks: int) -> PagedLLM:
-        return (OrtCudaPagedLLM if self.on_gpu else OrtPagedLLM)(*self._path("llm"), num_blocks, self.threads)
+        return (OrtCudaPagedLLM if self.on_gpu else OrtPagedLLM)(
+            *self._path("llm"), num_blocks, self.threads, kernel_block=self.manifest.components["llm"].cpu_kernel_block)

@@ -9,10 +9,11 @@ import onnxruntime as ort
 import pytest
 
 from vp.calibration import graph
-from vp.calibration.llm import graph_scales, graph_weights
+from vp.calibration.llm import KERNEL_BLOCKS, graph_scales, graph_weights
 from vp.calibration.statistics import tensor_scales
 from vp.export.contracts import contracts
 from vp.export.logit_heads import split_head
+from vp.runtime.backends.ort import KERNEL_BLOCK_OPTION, MATMULNBITS_OPTIONS
 
 
 def test_quantize_weight_is_symmetric_per_output_channel():
@@ -43,12 +44,12 @@ def quantized(tiny_models, tiny_llm_graphs, tiny_calibration, tmp_path_factory):
     return out
 
 
-def _prefill_logits(path, tiny_models, sequence):
+def _prefill_logits(path, tiny_models, sequence, kernel_block=None):
     from vp.runtime.backends.base import LLMBatch
     from vp.runtime.backends.ort import OrtPagedLLM
 
     contract = contracts(tiny_models.preset)["llm"]
-    llm = OrtPagedLLM(path, contract, "fp32", num_blocks=8, threads=2)
+    llm = OrtPagedLLM(path, contract, "fp32", num_blocks=8, threads=2, kernel_block=kernel_block)
     n = sequence.prefix_len
     positions = np.arange(n, dtype=np.int64)[None]
     return llm.forward(LLMBatch(input_ids=sequence.ids[None, :n], input_embeds=sequence.embeds[None, :n],
@@ -64,7 +65,9 @@ def _fused(path) -> collections.Counter:
     with tempfile.TemporaryDirectory() as scratch:
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "4")
+        for key, value in MATMULNBITS_OPTIONS.items():  # the ort backend's, at the block tried first
+            options.add_session_config_entry(key, value)
+        options.add_session_config_entry(KERNEL_BLOCK_OPTION, str(KERNEL_BLOCKS[0]))
         options.optimized_model_filepath = f"{scratch}/optimized.onnx"
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return collections.Counter(n.op_type for n in _nodes(onnx.load(options.optimized_model_filepath).graph))
@@ -147,3 +150,16 @@ def test_bad_weights_are_refused(tiny_models, tiny_llm_graphs):
     weights["head"] = weights["head"][:, :10]
     with pytest.raises(ValueError, match="weight of head: the graph has"):
         graph.quantize_graph(model, weights)
+
+
+def test_the_kernel_block_reaches_onnx_runtime(quantized, tiny_models, tiny_llm_graphs, tiny_calibration):
+    """The CPU kernels quantize activations per K block: 32 is ONNX Runtime's default (the same
+    logits as no block named), 128 other logits, both as close to fp32 as the int8-wo tolerance."""
+    s = tiny_calibration.held_out[0]
+    path = quantized["int8-wo", "cpu"]
+    logits = {b: _prefill_logits(path, tiny_models, s, kernel_block=b) for b in (None, 32, 128)}
+    np.testing.assert_array_equal(logits[32], logits[None])
+    assert np.abs(logits[128] - logits[32]).max() > 0
+    reference = _prefill_logits(tiny_llm_graphs["fp32-heads"], tiny_models, s)
+    for b in (32, 128):
+        assert np.abs(logits[b] - reference).max() / (reference.max() - reference.min()) < 0.03

@@ -45,6 +45,9 @@ def test_every_component_has_a_tensorrt_and_a_cpu_graph(int8_bundle):
     assert record["data"]["sequences"] == 8 and len(record["data"]["fingerprint"]) == 64
     gate = record["gate"]
     assert gate["passed"] and gate["teacher_forced"]["top1"] >= 0.97 and gate["evaluation"] is None
+    # the CPU graph's int8 kernels at the first K block the gate tries, which passed
+    assert manifest.components["llm"].cpu_kernel_block == gate["cpu_kernel_block"] == 128 and gate["rejected"] == []
+    assert {c.cpu_kernel_block for name, c in manifest.components.items() if name != "llm"} == {None}
 
 
 def test_the_runtime_runs_the_cpu_graphs(int8_bundle):
@@ -69,6 +72,7 @@ def test_vp_info_shows_the_calibration(int8_bundle):
     assert "int8-wo" in result.output
     assert "calibration: weight-only int8: SmoothQuant (alpha 0.5), per-channel int8 weights" in result.output
     assert "data: 8 world sequences" in result.output and "accuracy gate: passed" in result.output
+    assert "llm on a CPU: llm.cpu.onnx, ONNX Runtime's int8 MatMulNBits over K blocks of 128" in result.output
 
 
 def test_an_edited_cpu_graph_is_refused(int8_bundle, tmp_path):
@@ -94,6 +98,34 @@ def test_a_missed_gate_writes_nothing(tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_a_kernel_block_that_misses_the_gate_falls_back_to_the_next(tmp_path, monkeypatch):
+    """int8-wo: the gate runs at each K block of KERNEL_BLOCKS until one passes; the bundle names
+    that one and the record says why the others were refused."""
+    from vp.calibration import llm
+
+    real, blocks = llm.gate, []
+
+    def gate(calibrated, models, bundle, progress=None, fp32_rows=None):
+        verdict = real(calibrated, models, bundle, progress, fp32_rows)
+        blocks.append(verdict["cpu_kernel_block"])
+        if verdict["cpu_kernel_block"] == 128:  # as if its scores had moved too far from fp32's
+            return verdict | {"passed": False, "failures": ["t2v shape 67% vs fp32 60% (more than 5 points apart)"]}
+        return verdict
+
+    monkeypatch.setattr(llm, "gate", gate)
+    out = tmp_path / "bundle"
+    config = QuantizationConfig(precision="int8-wo", data=SMALL_SET, thresholds=GateThresholds(positions=32))
+    summary = export_bundle(ExportConfig(preset="tiny", out=out, engines="none", precision="int8-wo",
+                                         components=("llm",), quantization=config))
+    assert blocks == [128, 32]
+    manifest = Manifest.read(out)
+    gate_record = manifest.calibration["gate"]
+    assert manifest.components["llm"].cpu_kernel_block == gate_record["cpu_kernel_block"] == 32 and gate_record["passed"]
+    assert gate_record["rejected"] == [{"cpu_kernel_block": 128,
+                                        "failures": ["t2v shape 67% vs fp32 60% (more than 5 points apart)"]}]
+    assert "  K block 128 missed the gate: t2v shape 67% vs fp32 60% (more than 5 points apart)" in summary.calibration
+
+
 def test_w8a8_records_its_activation_scales(tmp_path):
     out = tmp_path / "bundle"
     config = QuantizationConfig(precision="int8", statistic="percentile", data=SMALL_SET, enforce=False)
@@ -103,6 +135,7 @@ def test_w8a8_records_its_activation_scales(tmp_path):
     assert record["statistic"] == "percentile" and record["smoothquant_alpha"] == 0.5
     assert len(record["activation_scales"]) == 4 * 4 + 1 and min(record["activation_scales"].values()) > 0
     assert record["gate"] == {"skipped": "--no-accuracy-gate"}
+    assert Manifest.read(out).components["llm"].cpu_kernel_block is None  # MatMulIntegerToFloat takes no block
 
 
 def test_smoothquant_defaults_by_precision_and_can_be_set():
