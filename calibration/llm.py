@@ -36,8 +36,9 @@ WEIGHT_SCALES = "int8, symmetric per output channel (absmax / 127)"
 TRAINED_EVAL_CASES = 48
 # SmoothQuant's alpha by precision when not given (0: none). W8A8 quantizes activations per tensor.
 # Weight-only leaves them fp16 on TensorRT for RTX, but ONNX Runtime's CPU MatMulNBits quantizes them
-# to int8 per row at the accuracy level it is fast at; smoothing took the demo's int8-wo from 10 lost
-# t2v direction cases of 192 to 4 (fp32: 0) and passed its gate (docs/export.md)
+# to int8 per block of K (KERNEL_BLOCKS) at the accuracy level it is fast at; smoothing took the
+# demo's int8-wo from 10 lost t2v direction cases of 192 to 4 (fp32: 0) and passed its gate
+# (docs/export.md)
 SMOOTHQUANT = {"int8": smoothquant.DEFAULT_ALPHA, "int8-wo": smoothquant.DEFAULT_ALPHA}
 # The K blocks of ONNX Runtime's int8 MatMulNBits kernels an int8-wo bundle may name
 # (ComponentRecord.cpu_kernel_block), in the order the gate tries them: 128 first (the small
