@@ -66,8 +66,10 @@ def main() -> None:
     weight_itemsize = 1 if precision in QUANTIZED else itemsize  # int8 weights
     low, high = bundle.vocab.heads()[0]  # the steps compute the visual head (step_ms: head 0)
     visual = high - low
-    print(f"{args.bundle} ({precision}): decode step, batch 1, ms (best of {args.rounds} rounds of {args.steps} steps); "
-          f"read bandwidth {bandwidth / 1e9:.1f} GB/s")
+    block = bundle.manifest.components["llm"].cpu_kernel_block
+    kernels = f", CPU kernels' K block {block}" if block else ""
+    print(f"{args.bundle} ({precision}{kernels}): decode step, batch 1, ms (best of {args.rounds} rounds of "
+          f"{args.steps} steps); read bandwidth {bandwidth / 1e9:.1f} GB/s")
     for c in contexts:
         floor = (llm_weight_bytes(llm_spec, weight_itemsize, visual) + kv_bytes(llm_spec, c, 1, itemsize)) / bandwidth * 1e3
         print(f"  context {c:5d}: {best[c]:6.2f} ms   floor {floor:5.2f} ms   ratio {best[c] / floor:.2f}")
