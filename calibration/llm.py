@@ -42,7 +42,7 @@ TRAINED_EVAL_CASES = 48
 SMOOTHQUANT = {"int8": smoothquant.DEFAULT_ALPHA, "int8-wo": smoothquant.DEFAULT_ALPHA}
 # The K blocks of ONNX Runtime's int8 MatMulNBits kernels an int8-wo bundle may name
 # (ComponentRecord.cpu_kernel_block), in the order the gate tries them: 128 first (the small
-# preset's decode step 15-25% faster than at 32, docs/benchmarks.md), then ONNX Runtime's default 32
+# preset's batch-1 decode step 13-25% faster than at 32, docs/benchmarks.md), then ONNX Runtime's default 32
 # (finer activation scales). The export keeps the first block that passes the gate.
 KERNEL_BLOCKS = (128, 32)
 
