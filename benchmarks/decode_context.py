@@ -4,7 +4,8 @@
 
 Opens the bundle's LLM with ONNX Runtime (the `ort` backend, the threads ONNX
 Runtime picks: all cores), fills the pool for a sequence of each context (the
-K/V values do not change the cost), then times decode calls (`PagedLLM.forward`:
+K/V values do not change the cost; the pool holds that sequence's blocks, as
+in a run started alone, whatever context was timed before), then times decode calls (`PagedLLM.forward`:
 the graph and the commit of the new K/V, no sampling) advancing the context by one
 each time. Prints the median ms per step for each context, best of `rounds`
 interleaved rounds, and the read-bandwidth floor (weights + the context's K/V
@@ -29,6 +30,7 @@ def step_ms(llm, d_model: int, context: int, steps: int) -> float:
     block = llm.layout.block_size
     blocks = -(-(context + steps) // block)
     table = np.arange(blocks, dtype=np.int64)[None]
+    llm.fit(blocks)  # as a run started alone: the pool holds this sequence's blocks, not an earlier context's
     times = []
     for i in range(steps):
         position = context + i

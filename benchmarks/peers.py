@@ -12,7 +12,12 @@ threads: for each context, the prompt is appended, then `steps` tokens are
 generated one at a time; the median ms per token (after 3), best of `rounds`
 interleaved rounds. `--bundles` times vp bundles' decode steps (as
 benchmarks/decode_context.py does: the ort backend's `PagedLLM.forward`) in the
-same rounds, so a machine whose speed drifts (a shared one) drifts for both.
+same rounds, so a machine whose speed drifts (a shared one) drifts for both,
+and prints each vp bundle's ratio to the genai model of its precision within a
+round (timed seconds apart), as the median and range over the rounds: on a
+machine whose speed moves by 10-30% within minutes, the best-of-rounds table
+can pair a fast minute of one with a slow minute of the other, the
+within-round ratio cannot.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+
+from vp.engines.precision import QUANTIZED
 
 
 def llama(folder: Path) -> Path:
@@ -93,23 +100,40 @@ def main() -> None:
     contexts = [int(c) for c in args.contexts.split(",")]
     runs = {f"genai {p}": partial(decode_ms, og.Model(str(build(hf, args.work, p))))
             for p in args.precisions.split(",")}
+    family = {f"genai {p}": p for p in args.precisions.split(",")}
     for path in filter(None, args.bundles.split(",")):
-        runs[f"vp {Path(path).parent.name}/{Path(path).name}"] = vp_decode(path, max(contexts) + args.steps)
-    best = {(name, c): float("inf") for name in runs for c in contexts}
+        name = f"vp {Path(path).parent.name}/{Path(path).name}"
+        runs[name], precision = vp_decode(path, max(contexts) + args.steps)
+        family[name] = "int8" if precision in QUANTIZED else precision
+    times = {(name, c): [] for name in runs for c in contexts}  # one median per round
     for _ in range(args.rounds):
         for name, run in runs.items():
             for c in contexts:
-                best[name, c] = min(best[name, c], run(c, args.steps))
+                times[name, c].append(run(c, args.steps))
     print(f"onnxruntime-genai {og.__version__}, batch 1, 2 threads, ms per decode token "
           f"(median of {args.steps}, best of {args.rounds} rounds)")
     width = max(12, *(len(name) + 2 for name in runs))
     print("context " + "".join(f"{name:>{width}}" for name in runs))
     for c in contexts:
-        print(f"{c:7d} " + "".join(f"{best[name, c]:{width}.2f}" for name in runs))
+        print(f"{c:7d} " + "".join(f"{min(times[name, c]):{width}.2f}" for name in runs))
+    pairs = [(v, g) for v in runs if v.startswith("vp ") for g in runs
+             if g.startswith("genai ") and family[g] == family[v]]
+    if pairs:
+        print(f"\nvp / genai at the same precision within each round (timed seconds apart), median [min-max] "
+              f"of {args.rounds}")
+        width = max(len(f"{v} / {g}") + 2 for v, g in pairs)
+        print("context " + "".join(f"{f'{v} / {g}':>{width}}" for v, g in pairs))
+        for c in contexts:
+            cells = []
+            for v, g in pairs:
+                ratios = np.array(times[v, c]) / np.array(times[g, c])
+                cells.append(f"{np.median(ratios):.2f} [{ratios.min():.2f}-{ratios.max():.2f}]")
+            print(f"{c:7d} " + "".join(f"{cell:>{width}}" for cell in cells))
 
 
 def vp_decode(path: str, max_context: int):
-    """run(context, steps) -> ms per decode step of the vp bundle at `path` (ONNX Runtime, all cores)."""
+    """(run(context, steps) -> ms per decode step of the vp bundle at `path` (ONNX Runtime, all cores),
+    the bundle LLM's precision)."""
     from decode_context import step_ms
 
     from vp.runtime.backends import open_backend
@@ -119,7 +143,7 @@ def vp_decode(path: str, max_context: int):
     backend, _ = open_backend("ort", bundle)
     block = backend.paged_llm(1).layout.block_size
     llm = backend.paged_llm(-(-max_context // block))
-    return partial(step_ms, llm, bundle.manifest.preset["llm"]["d_model"])
+    return partial(step_ms, llm, bundle.manifest.preset["llm"]["d_model"]), bundle.manifest.components["llm"].precision
 
 
 if __name__ == "__main__":
