@@ -9,7 +9,9 @@ in a run started alone, whatever context was timed before), then times decode ca
 the graph and the commit of the new K/V, no sampling) advancing the context by one
 each time. Prints the median ms per step for each context, best of `rounds`
 interleaved rounds, and the read-bandwidth floor (weights + the context's K/V
-once, at the host's read bandwidth, vp.runtime.memory_floor).
+once, at the host's read bandwidth, vp.runtime.memory_floor). The bandwidth is
+probed at the start of every round and each round's steps are held to its own
+probe: on a shared machine both move by 10-30% within minutes.
 """
 
 from __future__ import annotations
@@ -58,24 +60,30 @@ def main() -> None:
     llm_spec = bundle.manifest.preset["llm"]
     block = backend.paged_llm(1).layout.block_size
     llm = backend.paged_llm(-(-(max(contexts) + args.steps) // block))
-    best = {c: float("inf") for c in contexts}
-    for _ in range(args.rounds):
-        for c in contexts:
-            best[c] = min(best[c], step_ms(llm, llm_spec["d_model"], c, args.steps))
-    bandwidth = host_read_bandwidth_gbs() * 1e9
     itemsize = np.dtype(llm.dtype).itemsize
     precision = bundle.manifest.components["llm"].precision
     weight_itemsize = 1 if precision in QUANTIZED else itemsize  # int8 weights
     low, high = bundle.vocab.heads()[0]  # the steps compute the visual head (step_ms: head 0)
-    visual = high - low
+    floor_bytes = {c: llm_weight_bytes(llm_spec, weight_itemsize, high - low) + kv_bytes(llm_spec, c, 1, itemsize)
+                   for c in contexts}
+    steps = {c: [] for c in contexts}
+    ratios = {c: [] for c in contexts}
+    probes = []
+    for _ in range(args.rounds):
+        probes.append(host_read_bandwidth_gbs() * 1e9)  # each round against its own minute's bandwidth
+        for c in contexts:
+            steps[c].append(step_ms(llm, llm_spec["d_model"], c, args.steps))
+            ratios[c].append(steps[c][-1] / (floor_bytes[c] / probes[-1] * 1e3))
     block = bundle.manifest.components["llm"].cpu_kernel_block
     kernels = f", CPU kernels' K block {block}" if block else ""
     print(f"{args.bundle} ({precision}{kernels}): decode step, batch 1, ms (best of {args.rounds} rounds of "
-          f"{args.steps} steps); read bandwidth {bandwidth / 1e9:.1f} GB/s")
+          f"{args.steps} steps); read bandwidth {min(probes) / 1e9:.1f}-{max(probes) / 1e9:.1f} GB/s over the rounds")
+    print("  the floor at the median bandwidth; the ratio: step / floor within each round, median [min-max]")
+    median = float(np.median(probes))
     for c in contexts:
-        floor = (llm_weight_bytes(llm_spec, weight_itemsize, visual) + kv_bytes(llm_spec, c, 1, itemsize)) / bandwidth * 1e3
-        print(f"  context {c:5d}: {best[c]:6.2f} ms   floor {floor:5.2f} ms   ratio {best[c] / floor:.2f}")
-
+        r = np.array(ratios[c])
+        print(f"  context {c:5d}: {min(steps[c]):6.2f} ms   floor {floor_bytes[c] / median * 1e3:5.2f} ms   "
+              f"ratio {np.median(r):.2f} [{r.min():.2f}-{r.max():.2f}]")
 
 if __name__ == "__main__":
     main()
