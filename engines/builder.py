@@ -29,8 +29,9 @@ from vp.runtime.process_memory import peak_rss_mb
 
 FLAVOURS = {"trt": "tensorrt", "rtx": "tensorrt_rtx"}
 INSTALL = {"trt": "pip install 'vp[trt]' (needs NVIDIA's package index)", "rtx": "pip install 'vp[rtx]'"}
-# Default TensorRT-RTX targets: Ampere (SM86) and Ada (SM89) RTX GPUs. SM75/80/120/121
-# can be asked for with --sm; Hopper (SM90) is not a TensorRT-RTX target.
+# Default TensorRT-RTX targets: Ampere (SM86) and Ada (SM89) RTX GPUs. The others it knows
+# (rtx_targets: SM75, SM80, SM120 and SM121 in TensorRT-RTX 1.7) can be asked for with --sm;
+# Hopper (SM90: H100, H200) is not a TensorRT-RTX target, full TensorRT builds for it.
 DEFAULT_RTX_SM = (86, 89)
 
 
@@ -142,6 +143,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def rtx_targets(trt) -> tuple[int, ...]:
+    """The compute capabilities the installed TensorRT-RTX builds for (its ComputeCapability SMnn)."""
+    return tuple(sorted(int(name[2:]) for name in dir(trt.ComputeCapability)
+                        if name.startswith("SM") and name[2:].isdigit()))
+
+
 def strongly_typed_network(trt, builder):
     """An empty network whose tensor types are the ONNX graph's (the builder chooses no precision)."""
     return builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -218,11 +225,10 @@ class EngineFromOnnx:
             return
         config.num_compute_capabilities = len(self.compute_capabilities)
         for i, sm in enumerate(self.compute_capabilities):
-            target = getattr(trt.ComputeCapability, f"SM{sm}", None)
-            if target is None:
-                known = [n[2:] for n in dir(trt.ComputeCapability) if n.startswith("SM")]
-                raise ValueError(f"TensorRT-RTX cannot target SM{sm}; it knows {', '.join(sorted(known))}")
-            config.set_compute_capability(target, i)
+            if sm not in rtx_targets(trt):
+                raise ValueError(f"TensorRT-RTX cannot target SM{sm}; it knows SM "
+                                 f"{', '.join(map(str, rtx_targets(trt)))} (for another GPU: --engines trt)")
+            config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{sm}"), i)
 
     def _profile(self, builder, network, profile):
         opt = builder.create_optimization_profile()

@@ -43,10 +43,13 @@ def demo_bundle(tmp_path_factory):
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` run only where cuda-python finds an NVIDIA GPU."""
-    from vp.runtime.backends.cuda import gpu_compute_capability
+    from vp.runtime.backends.cuda import probe_gpu
 
-    if any("gpu" in item.keywords for item in items) and gpu_compute_capability() is None:
-        skip = pytest.mark.skip(reason="needs an NVIDIA GPU (cuda-python found none)")
+    if not any("gpu" in item.keywords for item in items):
+        return
+    sm, why = probe_gpu()
+    if sm is None:
+        skip = pytest.mark.skip(reason=f"needs an NVIDIA GPU: {why}")
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)

@@ -12,7 +12,8 @@ def load_cudart():
         try:
             from cuda import cudart  # cuda-python 12.x
         except ImportError:
-            raise ValueError("the TensorRT backend needs cuda-python: pip install 'vp[rtx]' or 'vp[trt]'") from None
+            raise ValueError("the GPU backends need cuda-python: pip install 'vp[rtx]' or 'vp[trt]' (TensorRT), "
+                             "or pip install cuda-python beside onnxruntime-gpu") from None
     return cudart
 
 
@@ -26,15 +27,36 @@ def check(result):
 
 def gpu_compute_capability() -> int | None:
     """The first GPU's compute capability as an int (89 for SM 8.9), or None without a usable GPU."""
+    return probe_gpu()[0]
+
+
+def probe_gpu() -> tuple[int | None, str]:
+    """(the first GPU's compute capability, or None, and why none): cuda-python's error says whether
+    there is no GPU, no driver, or a driver older than the CUDA of the cuda-python installed (a
+    cuda-python 13 needs a CUDA 13 driver: cudaErrorInsufficientDriver, 35, on an older one)."""
     try:
         cudart = load_cudart()
-    except ValueError:
-        return None
+    except ValueError as error:
+        return None, str(error)
+    driver = check(cudart.cudaDriverGetVersion())  # 0: no NVIDIA driver is installed
+    if not driver:
+        return None, "no NVIDIA driver (cuda-python found no GPU)"
     error, count = cudart.cudaGetDeviceCount()
-    if int(error) != 0 or count == 0:
-        return None
+    if int(error) != 0:
+        runtime = check(cudart.cudaRuntimeGetVersion())
+        hint = (f": the driver's {_cuda(driver)} is older than cuda-python's {_cuda(runtime)}; install the "
+                f"cuda-python of the driver's CUDA major (pip install 'cuda-python<{runtime // 1000}')"
+                if driver < runtime else "")
+        return None, f"cuda-python cannot use the GPU ({getattr(error, 'name', int(error))}){hint}"
+    if count == 0:
+        return None, "cuda-python found no NVIDIA GPU"
     props = check(cudart.cudaGetDeviceProperties(0))
-    return props.major * 10 + props.minor
+    return props.major * 10 + props.minor, f"GPU 0 is SM{props.major}{props.minor}"
+
+
+def _cuda(version: int) -> str:
+    """cudart's version number (12040) as "CUDA 12.4"."""
+    return f"CUDA {version // 1000}.{version % 1000 // 10}"
 
 
 def copy_2d(cudart, dst: int, src: int, copies: list[Copy2D], stream) -> None:

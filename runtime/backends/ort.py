@@ -76,15 +76,35 @@ def _inference_session(path: Path, contract, precision: str, threads: int | None
     if threads:
         options.intra_op_num_threads = threads
     options.enable_cpu_mem_arena = arena
+    chosen = providers()
+    on_gpu = chosen[0] == "CUDAExecutionProvider"
+    if cuda_stream is not None and on_gpu:
+        chosen[0] = ("CUDAExecutionProvider", {"user_compute_stream": str(cuda_stream), "has_user_compute_stream": "1"})
     try:
-        chosen = providers()
-        if cuda_stream is not None and chosen[0] == "CUDAExecutionProvider":
-            chosen[0] = ("CUDAExecutionProvider", {"user_compute_stream": str(cuda_stream), "has_user_compute_stream": "1"})
-        session = ort.InferenceSession(str(path), options, providers=chosen)
+        # no fallback: onnxruntime would retry on the CPU without our stream, and the caller would bind
+        # device memory to a CPU session or copy on a stream its kernels are not ordered with
+        session = ort.InferenceSession(str(path), options, providers=chosen, enable_fallback=0)
     except Exception as error:  # onnxruntime raises its own exception types
         raise ValueError(f"ONNX Runtime cannot load {path}: {str(error).splitlines()[0]}") from None
+    if on_gpu:
+        _check_cuda_session(path, session, cuda_stream)
     _check_graph(path, session, contract, precision)
     return session
+
+
+def _check_cuda_session(path: Path, session, cuda_stream: int | None) -> None:
+    """ValueError unless the session computes on the CUDA provider (onnxruntime-gpu lists it as
+    available even where it cannot start, e.g. without cuBLAS or cuDNN, and then runs on the CPU)
+    and, when one was given, on our stream."""
+    if session.get_providers()[0] != "CUDAExecutionProvider":
+        raise ValueError(f"ONNX Runtime did not start its CUDA provider for {path.name} (it would run on "
+                         f"{', '.join(session.get_providers())}): install the CUDA and cuDNN libraries of this "
+                         "onnxruntime-gpu, or onnxruntime (CPU) in its place")
+    if cuda_stream is not None:
+        options = session.get_provider_options().get("CUDAExecutionProvider", {})
+        if options.get("has_user_compute_stream", "1") != "1":
+            raise ValueError(f"ONNX Runtime's CUDA provider for {path.name} did not take vp's compute stream "
+                             f"(provider options {options}); the KV commits would not be ordered with its kernels")
 
 
 ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)",
@@ -254,6 +274,8 @@ class OrtCudaPagedLLM(PagedLLM):
                 self._stream)  # ordered before the next run on the same stream
 
     def close(self) -> None:
+        if self._stream is not None:  # copy_block's copies into the pool are done before it is freed
+            self._cudart.cudaStreamSynchronize(self._stream)
         self._session = self.pool = self._empty = None
         if self._stream is not None:
             self._cudart.cudaStreamDestroy(self._stream)

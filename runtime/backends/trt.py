@@ -36,12 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vp.engines.builder import import_tensorrt
+from vp.engines.builder import import_tensorrt, rtx_targets
 from vp.engines.contract import LOGITS, NEW_KV, SAMPLER_LOGITS
 from vp.engines.manifest import Manifest
 from vp.engines.precision import graph_float
 from vp.runtime.backends.base import Backend, LLMBatch, PagedLLM, Session, numpy_dtype
-from vp.runtime.backends.cuda import check, copy_2d, gpu_compute_capability, load_cudart
+from vp.runtime.backends.cuda import check, copy_2d, load_cudart, probe_gpu
 
 log = logging.getLogger(__name__)
 ALIGN = 256  # bytes: TensorRT's alignment for tensor addresses and user-managed memory
@@ -62,16 +62,26 @@ def trt_unavailable(manifest: Manifest) -> str | None:
     if trt.__version__ != first.version:
         return (f"the engines were built with {trt.__name__} {first.version}, this machine has {trt.__version__} "
                 "(re-export the bundle, or install that version)")
-    sm = gpu_compute_capability()
+    sm, why = probe_gpu()
     if sm is None:
-        return "no usable NVIDIA GPU (cuda-python found no device)"
+        return why
     targets = first.compute_capabilities
+    if flavour == "rtx" and sm not in rtx_targets(trt):
+        return (f"TensorRT-RTX does not run on this GPU (SM{sm}; it runs on SM "
+                f"{', '.join(map(str, rtx_targets(trt)))}): re-export with full TensorRT (--engines trt, "
+                "vp[trt]) on this machine, or use --backend ort with onnxruntime-gpu")
     if flavour == "rtx" and sm not in targets:
         return f"the engines target SM {targets}, this GPU is SM{sm} (re-export with --sm {sm})"
     if flavour == "trt" and targets and sm not in targets:
         return (f"the engines were built on an SM{targets[0]} GPU and full TensorRT engines run only on the GPU "
                 f"they were built for; this GPU is SM{sm} (re-export the bundle on this machine)")
     return None
+
+
+def _set_address(context, name: str, pointer: int) -> None:
+    if not context.set_tensor_address(name, pointer):
+        raise RuntimeError(f"TensorRT refused the address of {name!r} (not an I/O tensor of the engine, or "
+                           "misaligned)")
 
 
 class _Engine:
@@ -104,11 +114,12 @@ class _Engine:
         # (profile, device input) -> the (pointer, shape) its context holds: the LLM's 2 x layers KV
         # planes keep theirs from one decode step to the next, and are not set again
         self.bound: dict[tuple[int, str], tuple[int, tuple]] = {}
-        self.scratch, self.cache, self.cache_loaded = 0, None, False
+        self.scratch, self.cache, self.cache_config, self.cache_loaded = 0, None, None, False
         self.cache_path = path.with_name(path.name + ".rtcache")
         strategy = trt.ExecutionContextAllocationStrategy.USER_MANAGED
         if flavour == "rtx":
-            self.cache = self.engine.create_runtime_config().create_runtime_cache()
+            self.cache_config = self.engine.create_runtime_config()  # kept while its cache lives
+            self.cache = self.cache_config.create_runtime_cache()
             if self.cache_path.is_file():
                 self.cache_loaded = self.cache.deserialize(self.cache_path.read_bytes())
                 if not self.cache_loaded:
@@ -134,7 +145,8 @@ class _Engine:
                 if context is None:
                     raise RuntimeError("no execution context (out of GPU memory?)")
                 context.set_device_memory(self.scratch, size)
-                context.set_optimization_profile_async(profile, self.stream)
+                if not context.set_optimization_profile_async(profile, self.stream):
+                    raise RuntimeError(f"TensorRT refused optimization profile {profile}")
                 self.contexts.append(context)
             for profile in graphed:
                 self._allocate_largest(profile, contract, precision)
@@ -208,22 +220,23 @@ class _Engine:
         device_inputs = {name: bound for name, bound in device_inputs.items() if self.bound.get((profile, name)) != bound}
         for name, shape in [*((n, a.shape) for n, a in feeds.items()), *((n, s) for n, (_, s) in device_inputs.items())]:
             self.check_shape(profile, name, shape)
-            context.set_input_shape(name, shape)
+            if not context.set_input_shape(name, shape):
+                raise RuntimeError(f"TensorRT refused the shape {tuple(shape)} of {name!r} (profile {profile})")
         offsets = self.layouts.get(profile) or _offsets({name: array.nbytes for name, array in feeds.items()})
         end = max(offsets[name] + array.nbytes for name, array in feeds.items())
         host = self.staging("in", end)
         device = self.buffer(profile, "__inputs__", offsets["__end__"])
         for name, array in feeds.items():
             host[offsets[name]:offsets[name] + array.nbytes] = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-            context.set_tensor_address(name, device + offsets[name])
+            _set_address(context, name, device + offsets[name])
         for name, (pointer, shape) in device_inputs.items():
-            context.set_tensor_address(name, pointer)
+            _set_address(context, name, pointer)
             self.bound[(profile, name)] = (pointer, shape)
         result = {}
         for name, dtype in outputs.items():
             shape = tuple(context.get_tensor_shape(name))
             pointer = self.buffer(profile, name, int(np.prod(shape)) * np.dtype(dtype).itemsize)
-            context.set_tensor_address(name, pointer)
+            _set_address(context, name, pointer)
             result[name] = (pointer, shape, dtype)
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         check(self.cudart.cudaMemcpyAsync(device, host.ctypes.data, end, kind, self.stream))
@@ -238,7 +251,7 @@ class _Engine:
     def close(self) -> None:
         self._save_cache()  # while the contexts that fill it are alive
         self.contexts = []  # before the configs, the cache and the memory they use
-        self.configs, self.cache = [], None
+        self.configs, self.cache, self.cache_config = [], None, None
         for pointer, _ in self.buffers.values():
             self.cudart.cudaFree(pointer)
         for pointer, _ in self.pinned.values():
@@ -320,8 +333,12 @@ class TrtPagedLLM(PagedLLM):
             raise ValueError(f"cannot allocate a KV pool of {self.pool_bytes / 1e6:.0f} MB on the GPU ({error})") from None
         if sampler is not None:
             # the logits it reads sit at one address (the decode context's, allocated once): graphed too
-            self._sampler = _Engine(sampler[0], flavour, sampler[1], "fp32", graphed=(0,),
-                                    device_inputs=(SAMPLER_LOGITS,), stream=self._engine.stream)
+            try:
+                self._sampler = _Engine(sampler[0], flavour, sampler[1], "fp32", graphed=(0,),
+                                        device_inputs=(SAMPLER_LOGITS,), stream=self._engine.stream)
+            except ValueError:
+                self.close()  # the pool and the LLM's engine, which nothing else would free
+                raise
         self._itemsize = np.dtype(self.dtype).itemsize
         self._outputs = {s.name: numpy_dtype(s.dtype, precision) for s in contract.outputs}
 

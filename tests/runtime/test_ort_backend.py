@@ -62,3 +62,21 @@ def test_a_prefill_reads_only_its_own_past_blocks(tiny_bundle):
         assert not llm.in_place(batch) and llm.in_place(_batch(8, [0], 5, 1, 0))
     finally:
         llm.close()
+
+
+def test_a_cuda_provider_that_does_not_start_is_an_error_not_a_cpu_session(tiny_bundle, monkeypatch):
+    """onnxruntime-gpu lists its CUDA provider even where it cannot start (no cuBLAS, no cuDNN) and
+    then runs on the CPU: the GPU path would bind device memory to a CPU session. Stood in for here
+    by asking the CPU build for CUDA, which it drops the same way."""
+    import pytest
+
+    import vp.runtime.backends.ort as ort_backend
+
+    monkeypatch.setattr(ort_backend, "providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    manifest = Bundle.open(tiny_bundle).manifest
+    record = manifest.components["text_encoder"]
+    with pytest.warns(UserWarning, match="CUDAExecutionProvider"), \
+            pytest.raises(ValueError, match=r"did not start its CUDA provider for text_encoder\.onnx \(it would run "
+                                            r"on CPUExecutionProvider\): install the CUDA and cuDNN libraries"):
+        ort_backend._inference_session(manifest.onnx_path(tiny_bundle, "text_encoder"), record.contract,
+                                       record.precision, threads=1, cuda_stream=1234)

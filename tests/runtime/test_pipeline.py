@@ -246,14 +246,37 @@ def test_full_tensorrt_engines_of_another_gpu_fall_back_to_onnx_runtime(tiny_bun
                           profiles=("prefill", "decode"), sha256="0" * 64, bytes=1, build_seconds=1.0, peak_rss_mb=1.0)
     bundle.manifest.engines = {name: record for name in bundle.manifest.components}
     monkeypatch.setattr(trt_backend, "import_tensorrt", lambda flavour: types.SimpleNamespace(__version__="10.0"))
-    monkeypatch.setattr(trt_backend, "gpu_compute_capability", lambda: 89)
+    monkeypatch.setattr(trt_backend, "probe_gpu", lambda: (89, "GPU 0 is SM89"))
     backend, why = open_backend("auto", bundle)
     assert backend.name == "ort"
     assert "built on an SM80 GPU" in why and "this GPU is SM89" in why
     with pytest.raises(ValueError, match="--backend trt is not possible: the engines were built on an SM80 GPU"):
         open_backend("trt", bundle)
-    monkeypatch.setattr(trt_backend, "gpu_compute_capability", lambda: 80)
+    monkeypatch.setattr(trt_backend, "probe_gpu", lambda: (80, "GPU 0 is SM80"))
     assert trt_backend.trt_unavailable(bundle.manifest) is None
+
+
+def test_rtx_engines_on_a_gpu_tensorrt_rtx_does_not_run_on_name_the_alternatives(tiny_bundle, monkeypatch):
+    """TensorRT-RTX has no Hopper target: on an H100 (SM90), RTX engines are refused with what to use
+    instead, not with "re-export with --sm 90", which its builder would refuse (the real
+    tensorrt_rtx's targets; the GPU is stood in for)."""
+    import vp.runtime.backends.trt as trt_backend
+    from vp.engines.builder import EngineRecord, import_tensorrt
+    from vp.engines.manifest import Manifest
+
+    trt = import_tensorrt("rtx")
+    manifest = Manifest.read(tiny_bundle)
+    record = EngineRecord(path="llm.engine", flavour="rtx", version=trt.__version__, compute_capabilities=(86, 89),
+                          profiles=("prefill", "decode"), sha256="0" * 64, bytes=1, build_seconds=1.0, peak_rss_mb=1.0)
+    manifest.engines = {name: record for name in manifest.components}
+    monkeypatch.setattr(trt_backend, "probe_gpu", lambda: (90, "GPU 0 is SM90"))
+    why = trt_backend.trt_unavailable(manifest)
+    assert why.startswith("TensorRT-RTX does not run on this GPU (SM90; it runs on SM 75, 80, 86, 89")
+    assert "--engines trt" in why and "--backend ort with onnxruntime-gpu" in why
+    monkeypatch.setattr(trt_backend, "probe_gpu", lambda: (120, "GPU 0 is SM120"))
+    assert trt_backend.trt_unavailable(manifest) == "the engines target SM (86, 89), this GPU is SM120 (re-export with --sm 120)"
+    monkeypatch.setattr(trt_backend, "probe_gpu", lambda: (None, "no NVIDIA driver (cuda-python found no GPU)"))
+    assert trt_backend.trt_unavailable(manifest) == "no NVIDIA driver (cuda-python found no GPU)"
 
 
 def test_inputs_are_trimmed_by_the_pipeline_as_by_the_cli(pipeline, media):

@@ -9,15 +9,18 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(scope="module")
 def gpu_bundle(tmp_path_factory):
-    from vp.engines.builder import usable_flavour
+    from vp.engines.builder import import_tensorrt, rtx_targets, usable_flavour
     from vp.export.bundle import ExportConfig, export_bundle
     from vp.runtime.backends.cuda import gpu_compute_capability
 
     flavour, why = usable_flavour()
     if flavour is None:
         pytest.skip(f"no TensorRT builder: {why}")
+    sm = gpu_compute_capability()
+    if flavour == "rtx" and sm not in rtx_targets(import_tensorrt("rtx")):
+        pytest.skip(f"TensorRT-RTX does not run on this GPU (SM{sm}), and full TensorRT is not installed")
     out = tmp_path_factory.mktemp("gpu") / "tiny"
-    export_bundle(ExportConfig(preset="tiny", out=out, engines=flavour, sm=(gpu_compute_capability(),)))
+    export_bundle(ExportConfig(preset="tiny", out=out, engines=flavour, sm=(sm,)))
     return out
 
 
