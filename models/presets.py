@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from vp.models.audio_tokenizer import AudioTokenizerConfig
 from vp.models.prefix_lm import PrefixLMConfig
+from vp.models.sr_fusion import SRFusionConfig
 from vp.models.superres import PAPER_STAGE1, PAPER_STAGE2, SuperResConfig
 from vp.models.text_encoder import TextEncoderConfig
 from vp.models.video_tokenizer import VideoTokenizerConfig
@@ -74,6 +75,9 @@ class Preset:
     llm: PrefixLMConfig
     superres: tuple[SuperResConfig, ...]
     sampling: SamplingDefaults
+    # the fusion of the SR tokens' decode with the clip's (vp.models.sr_fusion); None: the SR
+    # tokens' decode alone, as in the paper
+    sr_fusion: SRFusionConfig | None = None
     text_words: int = 0
     weights: str | None = None  # folder of shipped weights, relative to the vp.models package
     # INT8's calibration data source (vp.calibration.data): "world" = the procedural world through
@@ -85,6 +89,9 @@ class Preset:
             raise ValueError(f"preset {self.name}: LLM vocab_size {self.llm.vocab_size} != vocabulary size {self.vocab.size}")
         if self.text_encoder.width != self.llm.d_model:
             raise ValueError(f"preset {self.name}: text projection width must equal the LLM d_model")
+        if self.sr_fusion and self.sr_fusion.scale != 2 ** len(self.superres):
+            raise ValueError(f"preset {self.name}: sr_fusion scale {self.sr_fusion.scale} != 2^{len(self.superres)} "
+                             "(one doubling per super-resolution stage)")
 
     @property
     def vocab(self) -> Vocabulary:
@@ -154,6 +161,7 @@ def _tiny() -> Preset:
         superres=(SuperResConfig(low_res_grid=(5, 8, 8), codebook_bits=10, factors=2, d_model=64, n_heads=4,
                                  n_blocks=1, mlp_hidden=128, windows=((1, 16, 2), (1, 2, 16), (5, 4, 4)),
                                  text_width=128, steps=8, cfg_text=4.0, cfg_lowres=1.0),),
+        sr_fusion=SRFusionConfig(width=8, layers=3),
         sampling=SamplingDefaults(),
     )
 
@@ -172,6 +180,7 @@ def _demo() -> Preset:
         superres=(SuperResConfig(low_res_grid=(5, 8, 8), codebook_bits=12, factors=2, d_model=128, n_heads=4,
                                  n_blocks=2, mlp_hidden=256, windows=((1, 16, 2), (1, 2, 16), (5, 4, 4)),
                                  text_width=256, steps=8, cfg_text=1.0, cfg_lowres=1.0),),
+        sr_fusion=SRFusionConfig(width=32, layers=6),
         # greedy with guidance, and stylization without it: the evaluator's best on its tuning split
         # (docs/training.md); --temperature 1 for variety
         sampling=SamplingDefaults(SamplingConfig(temperature=0.0, cfg_scale=3.0), {"stylize": {"cfg_scale": 1.0}}),

@@ -81,10 +81,9 @@ def generate(
         branches.append((builder.build(task, text_len=0, **inputs), None))
     tokens = _decode(models, branches, sampling, rng, on_token, clock)
     vcodes, acodes = layout.split_output(tokens, preset.vocab)
-    if sr:
-        vcodes = _super_resolve(models, vcodes, text, rng)
+    high = _super_resolve(models, vcodes, text, rng) if sr and vcodes is not None else None
     with clock("video_decoder"):
-        frames = _frames(models, vcodes)
+        frames = _frames(models, vcodes) if high is None else upscaled_frames(models, vcodes, high)
     with clock("audio_decoder"):
         audio = _waveform(models, acodes)
     return GenerationResult(layout=layout, samples=[Sample(tokens=tokens, frames=frames, audio=audio)],
@@ -107,8 +106,28 @@ def upscale(models: Models, video: np.ndarray, *, prompt: str = "", seed: int = 
     codes = models.video_tokenizer.encode(torch.from_numpy(video_to_model(video)))[0].numpy()
     c = preset.clip
     check_upscale_input(video, codes, _stages(models.preset), (c.frames, c.height, c.width))
+    return upscaled_frames(models, codes, sr_codes(models, codes, prompt=prompt, seed=seed))
+
+
+@torch.no_grad()
+def sr_codes(models: Models, codes: np.ndarray, *, prompt: str = "", seed: int = 0) -> np.ndarray:
+    """Low-res video codes [t, h, w] of a whole clip -> the codes [t, 2^s h, 2^s w] of the s
+    super-resolution stages; the prompt, if given, conditions them (Pipeline.super_resolve)."""
+    _check_superres(models.preset, Task.TEXT_TO_VIDEO, portrait=False)
     text = models.text_encoder.encode([prompt]) if prompt else None
-    return _frames(models, _super_resolve(models, codes, text, make_rng(seed)))
+    return _super_resolve(models, codes, text, make_rng(seed))
+
+
+@torch.no_grad()
+def upscaled_frames(models: Models, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """The clip's codes [t, h, w] and the SR stages' codes of it [t, 2^s h, 2^s w] -> frames
+    [1 + 4(t - 1), 2^s H, 2^s W, 3] uint8: both decoded and fused where the preset has an SR
+    fusion (vp.models.sr_fusion), else the SR codes decoded alone (as in the paper)."""
+    decode = models.video_tokenizer.decode
+    video = decode(torch.from_numpy(high)[None])
+    if models.sr_fusion is not None:
+        video = models.sr_fusion(decode(torch.from_numpy(low)[None]), video)
+    return frames_from_model(video[0].numpy())
 
 
 class _Clock:

@@ -250,7 +250,8 @@ def decode_steps(results) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _bench_superres(pipeline, layout, config) -> dict | None:
-    """Every SR stage on random low-res codes of the clip's grid, without text: ms in all and per step."""
+    """Every SR stage on random low-res codes of the clip's grid, without text: ms in all and per step;
+    then the frames of its output (decoded, and fused where the bundle has sr_fusion)."""
     b = pipeline.bundle
     low = tuple(b.manifest.preset["superres"][0]["low_res_grid"])
     if tuple(layout.video_grid) != low:
@@ -258,4 +259,7 @@ def _bench_superres(pipeline, layout, config) -> dict | None:
     codes = np.random.default_rng(config.seed).integers(0, b.vocab.visual_codes, low)
     stat = time_calls(lambda: pipeline.super_resolve(codes), config.warmup, config.iters)
     steps = sum(s["steps"] for s in b.manifest.preset["superres"])
-    return {"all_stages": stat, "stages": len(b.superres_stages), "ms_per_step": stat["median_ms"] / steps}
+    high = pipeline.super_resolve(codes)
+    frames = time_calls(lambda: pipeline.upscaled_frames(codes, high), config.warmup, config.iters)
+    return {"all_stages": stat, "stages": len(b.superres_stages), "ms_per_step": stat["median_ms"] / steps,
+            "frames": frames, "fused": "sr_fusion" in b.manifest.components}

@@ -84,7 +84,8 @@ def format_table(report: dict) -> str:
         if run["superres"]:
             sr = run["superres"]
             lines.append(f"    super-resolution {sr['all_stages']['median_ms']:.0f} ms ({sr['stages']} stage(s)), "
-                         f"{sr['ms_per_step']:.1f} ms per step")
+                         f"{sr['ms_per_step']:.1f} ms per step; its frames {sr['frames']['median_ms']:.0f} ms "
+                         f"({'both decodes and the fusion' if sr['fused'] else 'decoded'})")
     stream = report["stream"]
     if stream:
         lines.append(f"  stream (1 sample): first frames after {stream['time_to_first_frame']['median_ms']:.0f} ms; "

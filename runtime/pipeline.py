@@ -202,7 +202,7 @@ class Pipeline:
         (codes,) = self.session("video_encoder").run(video=video_to_model(video))
         c = self.bundle.manifest.clip
         check_upscale_input(video, codes[0], self._superres, (c["frames"], c["height"], c["width"]))
-        return self.decode_video(self.super_resolve(codes[0], prompt=prompt, seed=seed))
+        return self.upscaled_frames(codes[0], self.super_resolve(codes[0], prompt=prompt, seed=seed))
 
     def super_resolve(self, codes: np.ndarray, *, prompt: str = "", seed: int = 0) -> np.ndarray:
         """Low-res video codes [t, h, w] of a whole clip -> the codes [t, 2^s h, 2^s w] of the s
@@ -217,6 +217,16 @@ class Pipeline:
         if codes.ndim != 3 or not np.issubdtype(codes.dtype, np.integer):
             raise ValueError(f"video codes: expected [t, h, w] integers, got {codes.dtype} {codes.shape}")
         (video,) = self.session("video_decoder").run(codes=codes[None])
+        return frames_from_model(video[0])
+
+    def upscaled_frames(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """The clip's codes [t, h, w] and the SR stages' codes of it [t, 2^s h, 2^s w] -> frames
+        [1 + 4(t - 1), 2^s H, 2^s W, 3] uint8: both decoded and fused where the bundle has an
+        sr_fusion graph (vp.models.sr_fusion), else the SR codes decoded alone (as in the paper)."""
+        (video,) = self.session("video_decoder").run(codes=np.asarray(high)[None])
+        if "sr_fusion" in self.bundle.manifest.components:
+            (decoded,) = self.session("video_decoder").run(codes=np.asarray(low)[None])
+            (video,) = self.session("sr_fusion").run(low=decoded, high=video)
         return frames_from_model(video[0])
 
     @property
@@ -363,15 +373,16 @@ class Pipeline:
         samples = []
         for i in range(run.num_samples):
             vcodes, acodes = run.layout.split_output(tokens[i], b.vocab)
+            high = None
             if run.sr and vcodes is not None:
                 tick = time.perf_counter()
-                vcodes = self._super_resolve(vcodes, run.text, run.rngs[i])
+                high = self._super_resolve(vcodes, run.text, run.rngs[i])
                 timings["superres"] = timings.get("superres", 0.0) + _ms(tick)
             tick = time.perf_counter()
             if vcodes is None:
                 frames = np.zeros((0, *b.frame_size, 3), np.uint8)
             else:
-                frames = self.decode_video(vcodes)
+                frames = self.decode_video(vcodes) if high is None else self.upscaled_frames(vcodes, high)
                 timings["video_decoder"] = timings.get("video_decoder", 0.0) + _ms(tick)
             tick = time.perf_counter()
             wave = np.zeros(0, np.float32)

@@ -43,6 +43,7 @@ def main(stage, work, out, steps, threads, round_, peak_lr):
       video-decoder     the video decoder again, alone, on the dataset's fixed codes
       llm               the prefix LM and the text projection, on every task
       superres          the 64 -> 128 super-resolution stage
+      sr-fusion         the fusion of its decode with the clip's (vp.models.sr_fusion)
       figures           docs/training.md's pictures (--out: their folder)
     """
     try:

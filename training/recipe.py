@@ -7,6 +7,8 @@
     llm               token dataset + captions -> llm.safetensors, text_projection.safetensors
                       (--round N > 1: two more cycles from the llm.safetensors already in `out`)
     superres          token dataset (64 and 128 renders) -> superres_0.safetensors
+    sr-fusion         world clips through the video tokenizer and superres_0, 128 renders
+                      -> work/sr_fusion/pairs.npz -> sr_fusion.safetensors
 
 Every stage starts from the demo preset's seeded init, reads the weights of
 the stages before it from `out`, and writes its own component there in fp16
@@ -29,11 +31,11 @@ from vp.models.presets import Preset, get_preset
 from vp.models.video_tokenizer import VideoTokenizer
 from vp.runtime.media import atomic_path
 from vp.runtime.layout import SequenceBuilder
-from vp.training import audio_tokenizer, llm, superres, tokens, video_decoder, video_tokenizer
+from vp.training import audio_tokenizer, llm, sr_fusion, superres, tokens, video_decoder, video_tokenizer
 from vp.training.world import World, WorldConfig
 
 PRESET = "demo"
-STAGES = ("video-tokenizer", "audio-tokenizer", "tokens", "video-decoder", "llm", "superres", "figures")
+STAGES = ("video-tokenizer", "audio-tokenizer", "tokens", "video-decoder", "llm", "superres", "sr-fusion", "figures")
 FIGURE_PROMPTS = ("a red circle moving left", "one green square that moves up",
                   "a small yellow triangle drifting right", "a big white ball drifting down")
 
@@ -83,6 +85,8 @@ def run_stage(stage: str, *, work: Path, out: Path | None = None, steps: int | N
         return _llm(preset, work, out, replace(llm.round_recipe(round_), **overrides), round_)
     if stage == "superres":
         return _superres(preset, work, out, superres.SuperResRecipe(**overrides))
+    if stage == "sr-fusion":
+        return _sr_fusion(preset, world, work, out, sr_fusion.SRFusionRecipe(**overrides))
     return _figures(preset, world, work, shipped_weights(preset), out if out != shipped_weights(preset) else None)
 
 
@@ -135,6 +139,21 @@ def _superres(preset, work, out, recipe) -> str:
     superres.train(stage, models.text_encoder.projection, recipe, work, data, llm.TextCache(models.text_encoder))
     _save(stage, out, "superres_0", preset)
     return f"super-resolution trained ({recipe.steps} steps); weights in {out}"
+
+
+def _sr_fusion(preset, world, work, out, recipe) -> str:
+    models = _load(preset, out, "video_tokenizer", "text_projection", "superres_0")
+    path = work / "sr_fusion" / "pairs.npz"
+    if not path.is_file():  # made once: a resumed stage trains on the same examples
+        hires = World(replace(world.config, height=2 * world.config.height, width=2 * world.config.width, scale=2))
+        sr_fusion.build_pairs(models, world, hires, recipe, path)
+    fusion = models.sr_fusion.requires_grad_(True)
+    with torch.no_grad():  # the untrained fusion is the bicubic upscale
+        fusion.last.weight.zero_()
+        fusion.last.bias.zero_()
+    sr_fusion.train(fusion, recipe, work, dict(np.load(path)))
+    _save(fusion, out, "sr_fusion", preset)
+    return f"super-resolution fusion trained ({recipe.steps} steps on {recipe.clips} clips); weights in {out}"
 
 
 def _figures(preset, world, work, weights: Path, folder: Path | None) -> str:

@@ -42,7 +42,7 @@ def test_every_component_has_a_fingerprinted_engine(bundle_fixture, precision, r
     manifest = Manifest.read(bundle)
     assert set(manifest.engines) == set(manifest.components) == {
         "llm", "text_encoder", "video_encoder", "video_decoder", "video_decoder_first", "video_decoder_step",
-        "audio_encoder", "audio_decoder", "superres_0", "sampler"}
+        "audio_encoder", "audio_decoder", "superres_0", "sr_fusion", "sampler"}
     for name, engine in manifest.engines.items():
         path = bundle / "engines" / engine.path
         assert path.stat().st_size == engine.bytes > 100_000, name

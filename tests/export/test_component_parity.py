@@ -48,12 +48,16 @@ def inputs_for(name, models):
         low[2] = 2**sr.codebook_bits  # the no-low-res CFG branch
         return {"tokens": tokens, "low_res": low, "text": torch.randn(3, 5, sr.text_width, generator=g),
                 "text_mask": text_mask}
+    if name == "sr_fusion":
+        s, c = p.sr_fusion.scale, p.clip
+        low = torch.rand(2, 3, 17, c.height, c.width, generator=g) * 2 - 1
+        return {"low": low, "high": torch.rand(2, 3, 17, s * c.height, s * c.width, generator=g) * 2 - 1}
     raise AssertionError(name)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("name", ["text_encoder", "video_encoder", "video_decoder", "audio_encoder",
-                                  "audio_decoder", "superres_0"])
+                                  "audio_decoder", "superres_0", "sr_fusion"])
 @torch.no_grad()
 def test_graph_matches_torch(name, precision, tiny_models, request):
     from vp.export.graphs import graph_for

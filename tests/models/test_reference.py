@@ -90,8 +90,8 @@ def test_long_prompt_warns_and_still_generates(tiny_models):
 def test_weights_round_trip_through_safetensors(tmp_path, tiny_models):
     save(tiny_models, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "audio_tokenizer.safetensors", "llm.safetensors", "preset.json", "superres_0.safetensors",
-        "text_projection.safetensors", "video_tokenizer.safetensors"]
+        "audio_tokenizer.safetensors", "llm.safetensors", "preset.json", "sr_fusion.safetensors",
+        "superres_0.safetensors", "text_projection.safetensors", "video_tokenizer.safetensors"]
     other = load("tiny", seed=1)
     assert not torch.equal(other.llm.tok_embeddings.weight, tiny_models.llm.tok_embeddings.weight)
     loaded = load("tiny", weights=tmp_path, seed=1)
