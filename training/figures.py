@@ -1,4 +1,5 @@
-"""The pictures of docs/training.md: loss curves, tokenizer reconstructions, generated frames.
+"""The pictures of docs/training.md: loss curves, tokenizer reconstructions, generated frames,
+super-resolution.
 
 Needs matplotlib (`pip install 'vp[train]'`), which nothing else in vp uses.
 """
@@ -13,7 +14,8 @@ import numpy as np
 from vp.training.stage import read_log
 
 CURVES = {"video_tokenizer": ("mse",), "audio_tokenizer": ("l1", "stft"), "video_decoder": ("mse",),
-          "llm": ("video", "audio"), "superres": ("loss",)}  # and llm_roundN: as llm
+          "llm": ("video", "audio"), "superres": ("loss",),
+          "sr_fusion": ("loss", "bicubic_mse")}  # and llm_roundN: as llm
 
 
 def _pyplot():
@@ -84,3 +86,24 @@ def reconstructions(encode_decode: Callable[[np.ndarray], np.ndarray], clips: li
         recon = encode_decode(clip)
         rows += [(f"held-out clip {i}: input", clip), (f"reconstruction ({psnr(recon, clip):.1f} dB)", recon)]
     return frame_grid(rows, path)
+
+
+def super_resolution(models, clip: np.ndarray, truth: np.ndarray, prompt: str, seed: int, path: Path) -> Path:
+    """One held-out clip [T, H, W, 3] at 128x128: its render, the bicubic upscale of its decode, its SR
+    tokens decoded alone, and the fused output (vp.models.sr_fusion), each with its PSNR to the render."""
+    import torch
+
+    from vp.models.reference import reconstruct, sr_codes, upscaled_frames
+    from vp.runtime.conditioning import frames_from_model, video_to_model
+    from vp.training.evaluator import bicubic
+    from vp.training.measure import psnr
+
+    with torch.no_grad():
+        codes = models.video_tokenizer.encode(torch.from_numpy(video_to_model(clip)))[0].numpy()
+        high = sr_codes(models, codes, prompt=prompt, seed=seed)
+        alone = frames_from_model(models.video_tokenizer.decode(torch.from_numpy(high)[None])[0].numpy())
+    outputs = [("bicubic upscale of the 64x64 decode", bicubic(reconstruct(models, clip), truth.shape[1:3])),
+               ("SR tokens decoded alone", alone), ("fused (the output)", upscaled_frames(models, codes, high))]
+    rows = [("128x128 render (the truth)", truth)]
+    rows += [(f"{label}: {psnr(frames, truth):.2f} dB", frames) for label, frames in outputs]
+    return frame_grid(rows, path, scale=3)

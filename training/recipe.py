@@ -158,15 +158,17 @@ def _sr_fusion(preset, world, work, out, recipe) -> str:
 
 def _figures(preset, world, work, weights: Path, folder: Path | None) -> str:
     """docs/training.md's pictures (into `folder`, docs/images by default) from the stage logs in
-    `work` and the weights in `weights`: loss curves, tokenizer reconstructions, generated clips."""
+    `work` and the weights in `weights`: loss curves, tokenizer reconstructions, generated clips,
+    super-resolution (held-out case 0, as `vp-eval` scores it)."""
     from vp.runtime.conditioning import frames_from_model, video_to_model
     from vp.training import figures
+    from vp.training.captions import HELD_OUT_TEMPLATES, caption
     from vp.training.world import HELD_OUT_SEED
 
     folder = folder or Path("docs/images")
     written = [figures.loss_curves(work, folder / "loss_curves.png")]
     models = _load(preset, weights, *[name for name in ("video_tokenizer", "audio_tokenizer", "llm",
-                                                          "text_projection", "superres_0")
+                                                          "text_projection", "superres_0", "sr_fusion")
                                         if (weights / f"{name}.safetensors").is_file()])
 
     @torch.no_grad()
@@ -181,6 +183,13 @@ def _figures(preset, world, work, weights: Path, folder: Path | None) -> str:
 
         rows = [(f"t2v: {p}", generate(models, task="t2v", prompt=p, seed=0).frames) for p in FIGURE_PROMPTS]
         written.append(figures.frame_grid(rows, folder / "generated_t2v.png"))
+    if (weights / "sr_fusion.safetensors").is_file():
+        hires = World(replace(world.config, height=2 * world.config.height, width=2 * world.config.width, scale=2))
+        clip = world.clip(HELD_OUT_SEED)
+        truth = hires.render(clip.attributes, seed=HELD_OUT_SEED).frames
+        prompt = caption(clip.attributes, HELD_OUT_TEMPLATES[0])
+        written.append(figures.super_resolution(models, clip.frames, truth, prompt, 0,
+                                                folder / "super_resolution.png"))
     return "figures: " + ", ".join(str(p) for p in written)
 
 
