@@ -102,7 +102,10 @@ def load_weights(models: Models, folder: str | Path) -> Models:
     parts = models.trained_components()
     missing_files = [f"{name}.safetensors" for name in parts if not (folder / f"{name}.safetensors").is_file()]
     if missing_files:
-        raise ValueError(f"weights folder {folder} lacks {', '.join(missing_files)}")
+        hint = ("; sr_fusion.safetensors holds the super-resolution fusion (vp.models.sr_fusion): train it "
+                "with vp-train sr-fusion --out FOLDER, or copy the demo's from models/weights/demo"
+                if "sr_fusion.safetensors" in missing_files else "")
+        raise ValueError(f"weights folder {folder} lacks {', '.join(missing_files)}{hint}")
     loaded = {name: load_file(str(folder / f"{name}.safetensors")) for name in parts}
     problems = []
     for name, module in parts.items():

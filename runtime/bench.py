@@ -262,4 +262,4 @@ def _bench_superres(pipeline, layout, config) -> dict | None:
     high = pipeline.super_resolve(codes)
     frames = time_calls(lambda: pipeline.upscaled_frames(codes, high), config.warmup, config.iters)
     return {"all_stages": stat, "stages": len(b.superres_stages), "ms_per_step": stat["median_ms"] / steps,
-            "frames": frames, "fused": "sr_fusion" in b.manifest.components}
+            "frames": frames, "fused": b.fuses_superres}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _STAT = {"type": "object", "required": ["median_ms", "p90_ms", "p99_ms", "mean_ms", "n"],
          "properties": {k: {"type": "number"} for k in ("median_ms", "p90_ms", "p99_ms", "mean_ms")}}
@@ -40,6 +40,9 @@ SCHEMA = {
                           "properties": {"device": {"enum": ["host", "gpu"]}}},
                 "kv": {"type": "object", "required": ["allocated_slots", "used_slots", "waste", "shared_blocks",
                                                       "saved_blocks"]},
+                "superres": {"anyOf": [{"type": "null"}, {
+                    "type": "object", "required": ["all_stages", "stages", "ms_per_step", "frames", "fused"],
+                    "properties": {"all_stages": _STAT, "frames": _STAT, "fused": {"type": "boolean"}}}]},
             }}},
         "stream": {"anyOf": [{"type": "null"}, {
             "type": "object", "required": ["time_to_first_frame", "decode_whole_clip", "decode_streamed", "decode_ratio"],

@@ -90,6 +90,12 @@ class Bundle:
     def superres_stages(self) -> list[str]:
         return sorted(c for c in self.manifest.components if c.startswith("superres_"))
 
+    @property
+    def fuses_superres(self) -> bool:
+        """Whether the preset fuses the SR output with the clip's decode (an sr_fusion graph,
+        vp.models.sr_fusion); False: the SR codes are decoded alone, as in the paper."""
+        return bool(self.manifest.preset.get("sr_fusion"))
+
     def layouts(self) -> SequenceBuilder:
         return SequenceBuilder(self.vocab, self.geometry)
 

@@ -223,9 +223,20 @@ class Pipeline:
         """The clip's codes [t, h, w] and the SR stages' codes of it [t, 2^s h, 2^s w] -> frames
         [1 + 4(t - 1), 2^s H, 2^s W, 3] uint8: both decoded and fused where the bundle has an
         sr_fusion graph (vp.models.sr_fusion), else the SR codes decoded alone (as in the paper)."""
-        (video,) = self.session("video_decoder").run(codes=np.asarray(high)[None])
-        if "sr_fusion" in self.bundle.manifest.components:
-            (decoded,) = self.session("video_decoder").run(codes=np.asarray(low)[None])
+        low, high = np.asarray(low), np.asarray(high)
+        for name, codes in (("low", low), ("high", high)):
+            if codes.ndim != 3 or not np.issubdtype(codes.dtype, np.integer):
+                raise ValueError(f"{name} video codes: expected [t, h, w] integers, got {codes.dtype} {codes.shape}")
+        s = high.shape[1] // low.shape[1]
+        if s < 2 or high.shape != (low.shape[0], s * low.shape[1], s * low.shape[2]):
+            raise ValueError(f"high video codes {high.shape} are not an SR grid of the low codes {low.shape} "
+                             "(the same latent frames, an integer multiple >= 2 of their height and width)")
+        (video,) = self.session("video_decoder").run(codes=high[None])
+        if self.bundle.fuses_superres:
+            if "sr_fusion" not in self.bundle.manifest.components:
+                raise ValueError(f"bundle {self.bundle.path}: its preset fuses the super-resolution output, but "
+                                 "the bundle has no sr_fusion graph; export it with the others (vp-export)")
+            (decoded,) = self.session("video_decoder").run(codes=low[None])
             (video,) = self.session("sr_fusion").run(low=decoded, high=video)
         return frames_from_model(video[0])
 

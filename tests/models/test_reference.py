@@ -98,6 +98,9 @@ def test_weights_round_trip_through_safetensors(tmp_path, tiny_models):
     for name, module in tiny_models.trained_components().items():
         got = loaded.trained_components()[name].state_dict()
         assert all(torch.equal(v, got[k]) for k, v in module.state_dict().items()), name
+    (tmp_path / "sr_fusion.safetensors").unlink()  # a folder saved before the fusion existed
+    with pytest.raises(ValueError, match=r"lacks sr_fusion.safetensors; .* train it with vp-train sr-fusion"):
+        load("tiny", weights=tmp_path)
 
 
 def test_mismatched_weights_are_listed(tmp_path, tiny_models):

@@ -96,6 +96,27 @@ def test_upscale_and_reconstruct_equal_the_reference(pipeline, tiny_models, medi
         upscale(tiny_models, video[:5])
 
 
+def test_upscaled_frames_fuse_both_decodes_and_check_their_codes(pipeline, tiny_models, monkeypatch):
+    """Through the tiny bundle's sr_fusion graph as the reference fuses them; codes that are not a clip
+    and its SR grid, or a fusing preset's bundle without the graph, are clear errors."""
+    from vp.models.reference import upscaled_frames
+
+    rng = np.random.default_rng(5)
+    low, high = rng.integers(0, 1024, (5, 8, 8)), rng.integers(0, 1024, (5, 16, 16))
+    got = pipeline.upscaled_frames(low, high)
+    assert got.shape == (17, 128, 128, 3)
+    assert np.abs(got.astype(int) - upscaled_frames(tiny_models, low, high)).max() <= PIXEL_ATOL
+    assert np.abs(got.astype(int) - pipeline.decode_video(high)).max() > 16  # not the SR decode alone
+    with pytest.raises(ValueError, match=r"high video codes \(5, 12, 12\) are not an SR grid of the low codes"):
+        pipeline.upscaled_frames(low, high[:, :12, :12])
+    with pytest.raises(ValueError, match=r"low video codes: expected \[t, h, w\] integers, got float64"):
+        pipeline.upscaled_frames(low.astype(float), high)
+    monkeypatch.delitem(pipeline.bundle.manifest.components, "sr_fusion")
+    with pytest.raises(ValueError, match="its preset fuses the super-resolution output, but the bundle has no "
+                                         "sr_fusion graph"):
+        pipeline.upscaled_frames(low, high)
+
+
 def test_same_seed_same_tokens(pipeline):
     a = pipeline.generate(task="t2i", prompt="a fox", seed=11)
     b = pipeline.generate(task="t2i", prompt="a fox", seed=11)
