@@ -58,8 +58,15 @@ class SRFusion(nn.Module):
 
     @property
     def last(self) -> nn.Conv2d:
-        """The output convolution (zeroed before training: the untrained fusion is the bicubic upscale)."""
+        """The output convolution: the correction to the bicubic upscale."""
         return self.convs[-1]
+
+    @torch.no_grad()
+    def start_at_bicubic(self) -> SRFusion:
+        """Zero the output convolution, so the fusion is the bicubic upscale (training starts here)."""
+        self.last.weight.zero_()
+        self.last.bias.zero_()
+        return self
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         s = self.config.scale

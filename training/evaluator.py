@@ -188,8 +188,7 @@ def evaluate(generate: Generator, *, cases: int = 24, first: int = 0, tasks: tup
     and generation seed i. The docs' figures are cases 0-47; cases from 48 on are the split on
     which sampling settings are chosen, so the reported cases never tuned them."""
     world = World(generate.world)
-    hires = World(replace(generate.world, height=2 * generate.world.height, width=2 * generate.world.width,
-                          scale=2))
+    hires = World(generate.world.doubled())
     sr = world.config.sample_rate
     report = Report(first=first)
     rows: dict[str, list[float]] = {}

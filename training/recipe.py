@@ -8,7 +8,7 @@
                       (--round N > 1: two more cycles from the llm.safetensors already in `out`)
     superres          token dataset (64 and 128 renders) -> superres_0.safetensors
     sr-fusion         world clips through the video tokenizer and superres_0, 128 renders
-                      -> work/sr_fusion/pairs.npz -> sr_fusion.safetensors
+                      -> work/sr_fusion/pairs-<digest>.npz -> sr_fusion.safetensors
 
 Every stage starts from the demo preset's seeded init, reads the weights of
 the stages before it from `out`, and writes its own component there in fp16
@@ -17,6 +17,7 @@ when it is done (the shipped weights; checkpoints stay in `work`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -142,15 +143,18 @@ def _superres(preset, work, out, recipe) -> str:
 
 
 def _sr_fusion(preset, world, work, out, recipe) -> str:
-    models = _load(preset, out, "video_tokenizer", "text_projection", "superres_0")
-    path = work / "sr_fusion" / "pairs.npz"
-    if not path.is_file():  # made once: a resumed stage trains on the same examples
-        hires = World(replace(world.config, height=2 * world.config.height, width=2 * world.config.width, scale=2))
+    inputs = ("video_tokenizer", "text_projection", "superres_0")
+    models = _load(preset, out, *inputs)
+    # made once per set of input weights: a resumed stage trains on the same examples, and one after a
+    # retrained decoder or SR stage on new ones (its checkpoint still resumes: clear --work/sr_fusion)
+    digest = hashlib.sha256(f"{recipe.clips},{recipe.seed}".encode())
+    for name in inputs:
+        digest.update((out / f"{name}.safetensors").read_bytes())
+    path = work / "sr_fusion" / f"pairs-{digest.hexdigest()[:12]}.npz"
+    if not path.is_file():
+        hires = World(world.config.doubled())
         sr_fusion.build_pairs(models, world, hires, recipe, path)
-    fusion = models.sr_fusion.requires_grad_(True)
-    with torch.no_grad():  # the untrained fusion is the bicubic upscale
-        fusion.last.weight.zero_()
-        fusion.last.bias.zero_()
+    fusion = models.sr_fusion.start_at_bicubic().requires_grad_(True)  # a resumed stage loads its checkpoint
     sr_fusion.train(fusion, recipe, work, dict(np.load(path)))
     _save(fusion, out, "sr_fusion", preset)
     return f"super-resolution fusion trained ({recipe.steps} steps on {recipe.clips} clips); weights in {out}"
@@ -184,7 +188,7 @@ def _figures(preset, world, work, weights: Path, folder: Path | None) -> str:
         rows = [(f"t2v: {p}", generate(models, task="t2v", prompt=p, seed=0).frames) for p in FIGURE_PROMPTS]
         written.append(figures.frame_grid(rows, folder / "generated_t2v.png"))
     if (weights / "sr_fusion.safetensors").is_file():
-        hires = World(replace(world.config, height=2 * world.config.height, width=2 * world.config.width, scale=2))
+        hires = World(world.config.doubled())
         clip = world.clip(HELD_OUT_SEED)
         truth = hires.render(clip.attributes, seed=HELD_OUT_SEED).frames
         prompt = caption(clip.attributes, HELD_OUT_TEMPLATES[0])

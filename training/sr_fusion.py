@@ -4,8 +4,9 @@ Examples: training clips of the world (seeds of their own) through the shipped
 video tokenizer and super-resolution stage, as generation runs them: the
 clip's codes decoded (64x64) and the SR stage's codes for them, conditioned on
 a training caption, decoded (128x128); the target is the clip rendered at
-128x128. They are made once into `work/sr_fusion/pairs.npz` (float16 decoder
-outputs, as the runtime hands them over). The loss is the MSE to the target,
+128x128. They are made once per set of input weights into
+`work/sr_fusion/pairs-<digest>.npz` (the decoder outputs stored as float16, half
+the file; the fp16 graphs compute in it). The loss is the MSE to the target,
 frame by frame; the fusion's output convolution starts at zero, so step 0 is
 the bicubic upscale the evaluator compares against.
 """

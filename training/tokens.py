@@ -69,7 +69,7 @@ def build(video_tokenizer: VideoTokenizer, audio_tokenizer: AudioTokenizer, worl
     """Encode recipe.clips training clips into the npz at `path` (written whole, then renamed)."""
     c = world.config
     long_world = World(replace(c, frames=c.frames + LONG_OFFSET))
-    hires_world = World(replace(c, height=2 * c.height, width=2 * c.width, scale=2))
+    hires_world = World(c.doubled())
     n = recipe.clips
     grid = video_tokenizer.config.latent_shape(c.frames, c.height, c.width)
     frames_a = audio_tokenizer.config.frames(c.audio_samples)

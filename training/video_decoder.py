@@ -12,7 +12,7 @@ the super-resolution stage emits, against the matching 64x64 pixel crops.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -72,7 +72,7 @@ def losses(model: VideoTokenizer, codes: torch.Tensor, video: torch.Tensor,
 def train(model: VideoTokenizer, recipe: VideoDecoderRecipe, work, data: dict[str, np.ndarray],
           world_config: WorldConfig) -> VideoTokenizer:
     world = World(world_config)
-    hires = World(replace(world_config, height=2 * world_config.height, width=2 * world_config.width, scale=2))
+    hires = World(world_config.doubled())
     model.encoder.requires_grad_(False)
     model.decoder.requires_grad_(True)
     stage = Stage("video_decoder", model, Schedule(steps=recipe.steps, lr=recipe.lr), work)

@@ -99,7 +99,7 @@ def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
 
 def train(model: VideoTokenizer, recipe: VideoTokenizerRecipe, work, world_config: WorldConfig) -> VideoTokenizer:
     world = World(world_config)
-    hires = World(WorldConfig(**{**world_config.__dict__, "height": 128, "width": 128, "scale": 2}))
+    hires = World(world_config.doubled())
     stage = Stage("video_tokenizer", model, Schedule(steps=recipe.steps, lr=recipe.lr), work)
     return stage.train(lambda step: losses(model, batch(recipe, step, world, hires), recipe))
 

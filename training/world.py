@@ -22,7 +22,7 @@ boundaries instead of staircase noise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -73,6 +73,10 @@ class WorldConfig:
     @property
     def audio_samples(self) -> int:
         return round(self.frames / self.fps * self.sample_rate)
+
+    def doubled(self) -> WorldConfig:
+        """The same clips rendered at twice the height and width (the super-resolution truth)."""
+        return replace(self, height=2 * self.height, width=2 * self.width, scale=2 * self.scale)
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,7 @@ def test_examples_pair_decodes_with_their_render_and_step_0_is_bicubic(tmp_path)
         assert psnr(frames, truth) > 24
         assert psnr(((high.transpose(1, 2, 3, 0).astype(np.float32).clip(-1, 1) + 1) * 127.5).round()
                     .astype(np.uint8), truth) > 20
-    fusion = models.sr_fusion.requires_grad_(True)
-    with torch.no_grad():
-        fusion.last.weight.zero_()
-        fusion.last.bias.zero_()
+    fusion = models.sr_fusion.start_at_bicubic().requires_grad_(True)
     train(fusion, recipe, tmp_path, pairs)
     steps = [json.loads(line) for line in (tmp_path / "sr_fusion" / "log.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps] == [0, 1]
