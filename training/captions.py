@@ -5,6 +5,7 @@ the evaluator's held-out prompts use them, so a score measures whether the
 model reads the attributes through the text encoder, not a memorised string.
 
     caption(attributes, template)   one phrasing
+    training_phrasing(attributes, rng)   a random training template and shape word
     training_caption(attributes, rng)   a random training phrasing
 """
 
@@ -39,8 +40,13 @@ def caption(a: Attributes, template: str, shape_word: str | None = None) -> str:
                            size=SIZE_WORDS[a.size], speed=SPEED_WORDS[a.speed])
 
 
-def training_caption(a: Attributes, rng: np.random.Generator) -> str:
-    """A random training phrasing of `a`, with a random shape synonym."""
+def training_phrasing(a: Attributes, rng: np.random.Generator) -> tuple[str, str]:
+    """A random training template and a random synonym of `a`'s shape (caption's arguments)."""
     template = TRAIN_TEMPLATES[rng.integers(len(TRAIN_TEMPLATES))]
     words = SHAPE_WORDS[a.shape]
-    return caption(a, template, words[rng.integers(len(words))])
+    return template, words[rng.integers(len(words))]
+
+
+def training_caption(a: Attributes, rng: np.random.Generator) -> str:
+    """A random training phrasing of `a`, with a random shape synonym."""
+    return caption(a, *training_phrasing(a, rng))

@@ -12,11 +12,23 @@ task the README demonstrates, and keeps every task the world allows. Each
 step's batch is one task (drawn by TASK_MIX), so it is nearly free of padding. Text is
 dropped from 10% of text-conditioned examples, so the same model gives the
 unconditional branch of classifier-free guidance.
+
+Contrast (rounds from 4 on, `LLMRecipe.contrast_weight`): the next-token loss
+binds a condition to the output only as much as the output's tokens pay for
+it, and the sign of a motion shows at a few tokens of a clip's first moving
+frames (a swapped direction word cost round 3's LLM 0.3 nats of latent frame
+1, a swapped colour 10; benchmarks/word_swap.py). So a text-to-video example
+with its caption is also scored under the same phrasing with the direction
+swapped, and a video-to-audio example under another clip's video of another
+shape; a hinge asks the true output's summed loss over the compared tokens
+(the video of latent frames 1-2; every audio token) to be at least
+`contrast_margin` nats lower under the true condition than under the swapped
+one. The swapped sequences take no next-token loss of their own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -27,9 +39,10 @@ from vp.models.prefix_lm import PrefixLM
 from vp.models.text_encoder import TextEncoder
 from vp.runtime.layout import SequenceBuilder, SequenceLayout
 from vp.runtime.vocab import SPECIAL_RANGE, Task
-from vp.training.captions import training_caption
+from vp.training.captions import caption as phrase, training_phrasing
 from vp.training.stage import Schedule, Stage
-from vp.training.tokens import attributes_of
+from vp.training.tokens import ATTRIBUTE_NAMES, attributes_of
+from vp.training.world import OPPOSITE
 
 TASK_MIX: dict[Task, float] = {
     Task.TEXT_TO_VIDEO: 0.33, Task.TEXT_TO_IMAGE: 0.05, Task.IMAGE_TO_VIDEO: 0.10, Task.CONTINUATION: 0.05,
@@ -50,16 +63,20 @@ class LLMRecipe:
     text_dropout: float = 0.1
     seed: int = 4
     train_projection: bool = True
+    contrast_weight: float = 0.0  # 0: no contrast term (module docstring)
+    contrast_margin: float = 8.0  # nats, summed over an example's compared tokens
 
 
 def round_recipe(round_: int) -> LLMRecipe:
     """The recipe of round `round_` (`vp-train llm --round N`). Round 1 trains from the seeded init;
     each later round trains two more cycles from the LLM the rounds before it left, on batches no
     earlier round drew (seed 4 + N - 1), peaking where round 1's second cycle did, with the text
-    projection kept as it is (the super-resolution stage was trained on its embeddings)."""
+    projection kept as it is (the super-resolution stage was trained on its embeddings); rounds
+    from 4 on add the contrast term (module docstring)."""
     if round_ == 1:
         return LLMRecipe()
-    return LLMRecipe(lr=0.75e-3, seed=LLMRecipe.seed + round_ - 1, train_projection=False)
+    return LLMRecipe(lr=0.75e-3, seed=LLMRecipe.seed + round_ - 1, train_projection=False,
+                     contrast_weight=2.0 if round_ >= 4 else 0.0)
 
 
 def round_folder(round_: int) -> str:
@@ -71,13 +88,19 @@ def round_folder(round_: int) -> str:
 class Example:
     """One training sequence: ids [S] int64 (prefix then output), the layout it follows, the text
     caption (None without text), and per position the id range its token was drawn from
-    (low = high = 0 where no loss is taken)."""
+    (low = high = 0 where no loss is taken).
+
+    counterpart: the same output under a swapped condition (the contrast term), or None;
+    compared: the output indices [n] (0 = the output block's first) whose losses the contrast sums.
+    """
 
     layout: SequenceLayout
     ids: np.ndarray
     caption: str | None
     low: np.ndarray
     high: np.ndarray
+    counterpart: Example | None = None
+    compared: np.ndarray | None = None
 
 
 class DemoLM(nn.Module):
@@ -128,13 +151,20 @@ def output_ids(layout: SequenceLayout, video: np.ndarray | None, audio: np.ndarr
 
 
 def make_example(task: Task, row: int, data: dict[str, np.ndarray], builder: SequenceBuilder,
-                 rng: np.random.Generator, text_dropout: float, text_len_of) -> Example:
-    """The sequence of `task` on clip `row`; text_len_of(caption) gives a caption's token count."""
+                 rng: np.random.Generator, text_dropout: float, text_len_of,
+                 contrast: np.random.Generator | None = None) -> Example:
+    """The sequence of `task` on clip `row`; text_len_of(caption) gives a caption's token count.
+
+    contrast: where given, a text-to-video example with text and a video-to-audio example get their
+    counterpart (Example), its other clip drawn from this generator (so `rng`'s draws, and the
+    batches, are the same with and without the contrast term).
+    """
     vocab, g = builder.vocab, builder.geometry
     a = attributes_of(data["attributes"][row])
-    caption = None
+    caption = phrasing = None
     if task not in NO_TEXT and rng.uniform() >= text_dropout:
-        caption = training_caption(a, rng)
+        phrasing = training_phrasing(a, rng)
+        caption = phrase(a, *phrasing)
     video, audio = data["video"][row], data["audio"][row]
     inputs: dict = {}
     target_audio = None
@@ -166,6 +196,24 @@ def make_example(task: Task, row: int, data: dict[str, np.ndarray], builder: Seq
     layout = builder.build(task, text_len=text_len_of(caption) if caption else 0, **inputs)
     target_video = video[:1] if task is Task.TEXT_TO_IMAGE else (None if task is Task.VIDEO_TO_AUDIO else video)
     out = output_ids(layout, target_video, target_audio, vocab)
+    example = _example(layout, out, caption)
+    if contrast is not None and task is Task.TEXT_TO_VIDEO and caption is not None:
+        swapped = phrase(replace(a, direction=OPPOSITE[a.direction]), *phrasing)
+        other = builder.build(task, text_len=text_len_of(swapped), **inputs)
+        frame = int(np.prod(g.video_grid[1:]))
+        visual = np.nonzero(example.low[layout.prefix_len:] == SPECIAL_RANGE)[0]  # sampled video, in order
+        example.counterpart, example.compared = _example(other, out, swapped), visual[frame:3 * frame]
+    elif contrast is not None and task is Task.VIDEO_TO_AUDIO:
+        shape = data["attributes"][:, list(ATTRIBUTE_NAMES).index("shape")]
+        other_row = int(contrast.choice(np.nonzero(shape != shape[row])[0]))
+        other = builder.build(task, video=data["video"][other_row])
+        example.counterpart = _example(other, out, None)
+        example.compared = np.nonzero(example.high[layout.prefix_len:] > 0)[0]
+    return example
+
+
+def _example(layout: SequenceLayout, out: np.ndarray, caption: str | None) -> Example:
+    """The Example of `layout`'s prefix followed by the output ids `out`."""
     ids = np.concatenate([layout.prefix, out])
     low = np.zeros(len(ids), np.int64)
     high = np.zeros(len(ids), np.int64)
@@ -175,8 +223,34 @@ def make_example(task: Task, row: int, data: dict[str, np.ndarray], builder: Seq
     return Example(layout, ids, caption, low, high)
 
 
-def losses(model: DemoLM, examples: list[Example], text: TextCache) -> dict[str, torch.Tensor]:
-    """Next-token cross-entropy over each sampled position's id range, averaged over positions."""
+def losses(model: DemoLM, examples: list[Example], text: TextCache, contrast_weight: float = 0.0,
+           contrast_margin: float = 0.0) -> dict[str, torch.Tensor]:
+    """Next-token cross-entropy over each sampled position's id range, averaged over positions,
+    plus contrast_weight x the hinge of the examples with a counterpart (module docstring), each
+    pair's over its compared tokens' count."""
+    pairs = [(b, e) for b, e in enumerate(examples) if e.counterpart is not None]
+    nll, take, visual = _token_losses(model, examples + [e.counterpart for _, e in pairs], text)
+    B = len(examples)
+    per, visual = nll[:B][take[:B]], visual[:B][take[:B]]
+    out = {"loss": per.mean()}
+    for name, where in (("video", visual), ("audio", ~visual)):  # a batch of one task may lack either
+        if where.any():
+            out[name] = per[where].detach().mean()
+    if pairs and contrast_weight > 0:
+        gaps, hinges = [], []
+        for k, (b, e) in enumerate(pairs):  # position j's token is predicted at j - 1
+            true = nll[b, torch.from_numpy(e.layout.prefix_len + e.compared - 1)].sum()
+            swapped = nll[B + k, torch.from_numpy(e.counterpart.layout.prefix_len + e.compared - 1)].sum()
+            gaps.append(swapped - true)
+            hinges.append(F.relu(contrast_margin - gaps[-1]) / len(e.compared))
+        out["loss"] = out["loss"] + contrast_weight * torch.stack(hinges).mean()
+        out["gap"] = torch.stack(gaps).detach().mean()
+    return out
+
+
+def _token_losses(model: DemoLM, examples: list[Example], text: TextCache):
+    """Each position's cross-entropy over its id range [B, S-1] (column j - 1 holds position j's;
+    0 where no loss is taken), where a loss is taken [B, S-1], and where the token is visual."""
     B, S = len(examples), max(len(e.ids) for e in examples)
     ids = torch.zeros(B, S, dtype=torch.long)
     low = torch.zeros(B, S, dtype=torch.long)
@@ -193,18 +267,14 @@ def losses(model: DemoLM, examples: list[Example], text: TextCache) -> dict[str,
     prefix_lens = torch.tensor([e.layout.prefix_len for e in examples])
     embeds = model.text_projection(hidden)
     logits = model.llm(ids, prefix_lens, embeds, embed_mask).float()  # (B, S, V)
-    # position j's token is predicted at j - 1
     take = high[:, 1:] > 0  # (B, S-1)
     rows = logits[:, :-1][take]  # (N, V)
     vocab = torch.arange(rows.shape[-1])
     allowed = (vocab >= low[:, 1:][take, None]) & (vocab < high[:, 1:][take, None])
     per = F.cross_entropy(rows.masked_fill(~allowed, float("-inf")), ids[:, 1:][take], reduction="none")
-    visual = low[:, 1:][take] == SPECIAL_RANGE  # the visual range starts right after the special ids
-    out = {"loss": per.mean()}
-    for name, where in (("video", visual), ("audio", ~visual)):  # a batch of one task may lack either
-        if where.any():
-            out[name] = per[where].detach().mean()
-    return out
+    nll = torch.zeros(B, S - 1, dtype=per.dtype).index_put((take,), per)  # differentiable scatter
+    visual = low[:, 1:] == SPECIAL_RANGE  # the visual range starts right after the special ids
+    return nll, take, visual
 
 
 def train(model: DemoLM, recipe: LLMRecipe, work, data: dict[str, np.ndarray], builder: SequenceBuilder,
@@ -218,14 +288,15 @@ def train(model: DemoLM, recipe: LLMRecipe, work, data: dict[str, np.ndarray], b
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         rng = np.random.Generator(np.random.PCG64([recipe.seed, step]))
+        contrast = np.random.Generator(np.random.PCG64([recipe.seed, step, 1])) if recipe.contrast_weight else None
         # one task per step: its sequences have nearly one length, so little of the batch is padding
         task = tasks[rng.choice(len(tasks), p=weights / weights.sum())]
         examples = []
         for _ in range(recipe.batch):
             row = int(rng.choice(sparse_rows)) if task in SPARSE else int(rng.integers(n))
             examples.append(make_example(task, row, data, builder, rng, recipe.text_dropout,
-                                         lambda caption: len(text(caption))))
-        return losses(model, examples, text)
+                                         lambda caption: len(text(caption)), contrast))
+        return losses(model, examples, text, recipe.contrast_weight, recipe.contrast_margin)
 
     stage = Stage(name, model, Schedule(steps=recipe.steps, lr=recipe.lr, warmup=100, cycles=recipe.cycles), work)
     return stage.train(step_fn)

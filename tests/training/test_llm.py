@@ -74,6 +74,75 @@ def test_losses_of_a_one_task_batch_are_finite_and_reach_the_projection(setup):
     assert model.text_projection.weight.grad.abs().sum() > 0
 
 
+@pytest.fixture(scope="module")
+def shapes(setup):
+    """The setup's clips with shapes circle, circle, square, triangle (a v2a counterpart needs another)."""
+    builder, data = setup
+    attributes = data["attributes"].copy()
+    attributes[:, 0] = [0, 0, 1, 2]
+    return builder, {**data, "attributes": attributes}
+
+
+def test_a_text_to_video_counterpart_swaps_the_direction_word_and_compares_latent_frames_1_and_2(shapes):
+    builder, data = shapes
+    text_len = lambda caption: len(caption.split())  # noqa: E731
+    plain = make_example(Task.TEXT_TO_VIDEO, 1, data, builder, np.random.default_rng(3), 0.0, text_len)
+    e = make_example(Task.TEXT_TO_VIDEO, 1, data, builder, np.random.default_rng(3), 0.0, text_len,
+                     np.random.default_rng(4))
+    assert plain.counterpart is None and e.caption == plain.caption and np.array_equal(e.ids, plain.ids)
+    assert e.counterpart.caption == e.caption.replace("right", "left")  # the same phrasing, the opposite way
+    out = e.ids[e.layout.prefix_len:]
+    assert np.array_equal(e.counterpart.ids[e.counterpart.layout.prefix_len:], out)
+    frame = int(np.prod(builder.geometry.video_grid[1:]))
+    video_ids = builder.vocab.video_ids(data["video"][1])
+    np.testing.assert_array_equal(out[e.compared], video_ids[frame:3 * frame])
+    # text dropped: no counterpart (the unconditional branch has no word to swap)
+    dropped = make_example(Task.TEXT_TO_VIDEO, 1, data, builder, np.random.default_rng(3), 1.0, text_len,
+                           np.random.default_rng(4))
+    assert dropped.caption is None and dropped.counterpart is None
+
+
+def test_a_video_to_audio_counterpart_hears_another_shapes_video(shapes):
+    builder, data = shapes
+    for seed in range(5):
+        e = make_example(Task.VIDEO_TO_AUDIO, 0, data, builder, np.random.default_rng(3), 0.0, None,
+                         np.random.default_rng(seed))
+        prefix = e.counterpart.ids[:e.counterpart.layout.prefix_len]
+        other = [r for r in range(4) if np.isin(builder.vocab.video_ids(data["video"][r]), prefix).all()]
+        assert other and all(data["attributes"][r, 0] != 0 for r in other)  # a square's or a triangle's clip
+        np.testing.assert_array_equal(e.counterpart.ids[len(prefix):], e.ids[e.layout.prefix_len:])
+        assert len(e.compared) == (e.high > 0).sum()  # every audio token
+
+
+def test_the_contrast_hinge_is_the_gap_between_the_swapped_and_the_true_condition(shapes):
+    import torch
+
+    from vp.models.prefix_lm import PrefixLM
+    from vp.training.llm import DemoLM, _token_losses, losses
+
+    builder, data = shapes
+    preset = get_preset("demo")
+    torch.manual_seed(0)
+    model = DemoLM(PrefixLM(preset.llm), torch.nn.Linear(384, preset.llm.d_model))
+    vectors = {}
+    text = lambda caption: vectors.setdefault(caption, torch.randn(len(caption.split()), 384))  # noqa: E731
+    rng, contrast = np.random.default_rng(5), np.random.default_rng(6)
+    batch = [make_example(Task.TEXT_TO_VIDEO, row, data, builder, rng, 0.0, lambda c: len(c.split()), contrast)
+             for row in (0, 2)]
+    with torch.no_grad():
+        plain = losses(model, batch, text)
+        out = losses(model, batch, text, contrast_weight=2.0, contrast_margin=50.0)
+        gaps = []
+        for e in batch:  # each pair scored alone: its summed loss over the compared tokens
+            nll = _token_losses(model, [e, e.counterpart], text)[0]
+            gaps.append(float(nll[1, e.counterpart.layout.prefix_len + e.compared - 1].sum()
+                              - nll[0, e.layout.prefix_len + e.compared - 1].sum()))
+    assert abs(out["gap"].item() - np.mean(gaps)) < 1e-3
+    hinge = np.mean([max(0.0, 50.0 - g) / len(e.compared) for g, e in zip(gaps, batch)])
+    assert abs(out["loss"].item() - (plain["loss"].item() + 2.0 * hinge)) < 1e-4
+    assert "gap" not in plain and out["video"].item() == pytest.approx(plain["video"].item(), abs=1e-6)
+
+
 def test_a_later_round_starts_from_the_shipped_llm_and_keeps_the_text_projection(setup, tmp_path):
     import shutil
 
@@ -104,12 +173,13 @@ def test_a_later_round_starts_from_the_shipped_llm_and_keeps_the_text_projection
         np.testing.assert_array_equal(projection[k], v)
 
 
-def test_rounds_differ_by_seed_and_only_the_first_trains_the_projection():
+def test_rounds_differ_by_seed_only_the_first_trains_the_projection_and_from_4_on_contrast():
     from vp.training.llm import round_folder, round_recipe
 
-    recipes = [round_recipe(n) for n in (1, 2, 3)]
-    assert [r.seed for r in recipes] == [4, 5, 6]
-    assert [r.train_projection for r in recipes] == [True, False, False]
+    recipes = [round_recipe(n) for n in (1, 2, 3, 4)]
+    assert [r.seed for r in recipes] == [4, 5, 6, 7]
+    assert [r.train_projection for r in recipes] == [True, False, False, False]
+    assert [r.contrast_weight > 0 for r in recipes] == [False, False, False, True]
     assert [round_folder(n) for n in (1, 2, 3)] == ["llm", "llm_round2", "llm_round3"]
 
 
