@@ -226,8 +226,8 @@ def _example(layout: SequenceLayout, out: np.ndarray, caption: str | None) -> Ex
 def losses(model: DemoLM, examples: list[Example], text: TextCache, contrast_weight: float = 0.0,
            contrast_margin: float = 0.0) -> dict[str, torch.Tensor]:
     """Next-token cross-entropy over each sampled position's id range, averaged over positions,
-    plus contrast_weight x the hinge of the examples with a counterpart (module docstring), each
-    pair's over its compared tokens' count."""
+    plus contrast_weight x the mean hinge of the examples with a counterpart (module docstring), each
+    pair's divided by its compared tokens' count; their mean gap (nats) is logged as gap_<task>."""
     pairs = [(b, e) for b, e in enumerate(examples) if e.counterpart is not None]
     nll, take, visual = _token_losses(model, examples + [e.counterpart for _, e in pairs], text)
     B = len(examples)
@@ -244,7 +244,7 @@ def losses(model: DemoLM, examples: list[Example], text: TextCache, contrast_wei
             gaps.append(swapped - true)
             hinges.append(F.relu(contrast_margin - gaps[-1]) / len(e.compared))
         out["loss"] = out["loss"] + contrast_weight * torch.stack(hinges).mean()
-        out["gap"] = torch.stack(gaps).detach().mean()
+        out[f"gap_{examples[0].layout.task.value}"] = torch.stack(gaps).detach().mean()  # one task a batch
     return out
 
 

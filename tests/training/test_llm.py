@@ -137,10 +137,10 @@ def test_the_contrast_hinge_is_the_gap_between_the_swapped_and_the_true_conditio
             nll = _token_losses(model, [e, e.counterpart], text)[0]
             gaps.append(float(nll[1, e.counterpart.layout.prefix_len + e.compared - 1].sum()
                               - nll[0, e.layout.prefix_len + e.compared - 1].sum()))
-    assert abs(out["gap"].item() - np.mean(gaps)) < 1e-3
+    assert abs(out["gap_t2v"].item() - np.mean(gaps)) < 1e-3
     hinge = np.mean([max(0.0, 50.0 - g) / len(e.compared) for g, e in zip(gaps, batch)])
     assert abs(out["loss"].item() - (plain["loss"].item() + 2.0 * hinge)) < 1e-4
-    assert "gap" not in plain and out["video"].item() == pytest.approx(plain["video"].item(), abs=1e-6)
+    assert "gap_t2v" not in plain and out["video"].item() == pytest.approx(plain["video"].item(), abs=1e-6)
 
 
 def test_a_later_round_starts_from_the_shipped_llm_and_keeps_the_text_projection(setup, tmp_path):
