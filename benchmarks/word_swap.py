@@ -31,7 +31,9 @@ from vp.runtime.vocab import Task
 from vp.training.captions import TRAIN_TEMPLATES, caption
 from vp.training.llm import TextCache, output_ids
 from vp.training.tokens import attributes_of, load as load_tokens
-from vp.training.world import COLOURS, OPPOSITE, SHAPES
+from vp.training.world import COLOURS, SHAPES
+
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
 def swapped(a, attribute: str):

@@ -18,12 +18,14 @@ binds a condition to the output only as much as the output's tokens pay for
 it, and the sign of a motion shows at a few tokens of a clip's first moving
 frames (a swapped direction word cost round 3's LLM 0.3 nats of latent frame
 1, a swapped colour 10; benchmarks/word_swap.py). So a text-to-video example
-with its caption is also scored under the same phrasing with the direction
-swapped, and a video-to-audio example under another clip's video of another
-shape; a hinge asks the true output's summed loss over the compared tokens
-(the video of latent frames 1-2; every audio token) to be at least
-`contrast_margin` nats lower under the true condition than under the swapped
-one. The swapped sequences take no next-token loss of their own.
+with its caption is also scored under the same phrasing with another
+direction (any of the three: swapping only to the opposite taught round 4's
+first trial to tell left from right and then read left as down), and a
+video-to-audio example under another clip's video of another shape; a hinge
+asks the true output's summed loss over the compared tokens (the video of
+latent frames 1-2; the first audio tokens, CONTRAST_AUDIO_TOKENS) to be at
+least `contrast_margin` nats lower under the true condition than under the
+swapped one. The swapped sequences take no next-token loss of their own.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from vp.runtime.vocab import SPECIAL_RANGE, Task
 from vp.training.captions import caption as phrase, training_phrasing
 from vp.training.stage import Schedule, Stage
 from vp.training.tokens import ATTRIBUTE_NAMES, attributes_of
-from vp.training.world import OPPOSITE
+from vp.training.world import DIRECTIONS
 
 TASK_MIX: dict[Task, float] = {
     Task.TEXT_TO_VIDEO: 0.33, Task.TEXT_TO_IMAGE: 0.05, Task.IMAGE_TO_VIDEO: 0.10, Task.CONTINUATION: 0.05,
@@ -52,6 +54,9 @@ TASK_MIX: dict[Task, float] = {
 }
 NO_TEXT = {Task.UNCONDITIONAL, Task.VIDEO_TO_AUDIO}
 SPARSE = {Task.LONG_VIDEO: "long_video", Task.INPAINT: "inpaint", Task.OUTPAINT: "outpaint"}
+# a v2a contrast compares the first audio tokens: the coarsest level's first 8 frames (0.32 s), where
+# the tone is chosen (the ids are level-major; later tokens follow the tone of the ones before them)
+CONTRAST_AUDIO_TOKENS = 8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,7 +203,8 @@ def make_example(task: Task, row: int, data: dict[str, np.ndarray], builder: Seq
     out = output_ids(layout, target_video, target_audio, vocab)
     example = _example(layout, out, caption)
     if contrast is not None and task is Task.TEXT_TO_VIDEO and caption is not None:
-        swapped = phrase(replace(a, direction=OPPOSITE[a.direction]), *phrasing)
+        direction = str(contrast.choice([d for d in DIRECTIONS if d != a.direction]))
+        swapped = phrase(replace(a, direction=direction), *phrasing)
         other = builder.build(task, text_len=text_len_of(swapped), **inputs)
         frame = int(np.prod(g.video_grid[1:]))
         visual = np.nonzero(example.low[layout.prefix_len:] == SPECIAL_RANGE)[0]  # sampled video, in order
@@ -208,7 +214,7 @@ def make_example(task: Task, row: int, data: dict[str, np.ndarray], builder: Seq
         other_row = int(contrast.choice(np.nonzero(shape != shape[row])[0]))
         other = builder.build(task, video=data["video"][other_row])
         example.counterpart = _example(other, out, None)
-        example.compared = np.nonzero(example.high[layout.prefix_len:] > 0)[0]
+        example.compared = np.nonzero(example.high[layout.prefix_len:] > 0)[0][:CONTRAST_AUDIO_TOKENS]
     return example
 
 

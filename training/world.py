@@ -38,7 +38,6 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "magenta": (215, 50, 205),
 }
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-OPPOSITE: dict[str, str] = {"left": "right", "right": "left", "up": "down", "down": "up"}
 SIZES: dict[str, float] = {"small": 6.0, "large": 10.0}  # half-extent in pixels
 SPEEDS: dict[str, float] = {"slow": 1.5, "fast": 3.0}  # pixels per frame
 # Pitch by shape: whole numbers of periods in one 40 ms audio-token frame (8 kHz, hop 320),
