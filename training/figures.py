@@ -14,7 +14,7 @@ import numpy as np
 from vp.training.stage import read_log
 
 CURVES = {"video_tokenizer": ("mse",), "audio_tokenizer": ("l1", "stft"), "video_decoder": ("mse",),
-          "llm": ("video", "audio"), "superres": ("loss",),
+          "llm": ("video", "audio", "gap_t2v", "gap_v2a"), "superres": ("loss",),
           "sr_fusion": ("loss", "bicubic_mse")}  # and llm_roundN: as llm
 
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 import onnx
-import pytest
 
 from vp.calibration.gate import EVAL_ROWS, GateThresholds, teacher_forced, verdict
 from vp.export.contracts import contracts
